@@ -37,6 +37,63 @@ export const residualBackward = defineKernel({
 // (end of lora)
 
 // ---- attention ---------------------------------------------------------------------------------------------------
+import attentionForwardSource from './attention_forward.wgsl?raw';
+import attentionBackwardDeltaSource from './attention_backward_delta.wgsl?raw';
+import attentionBackwardSource from './attention_backward.wgsl?raw';
+
+export const attentionForward = defineKernel({
+  name: 'attention_forward',
+  source: attentionForwardSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'out', access: 'read_write' },
+    { name: 'lse', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'T', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'NH', type: 'u32' },
+    { name: 'HS', type: 'u32' },
+  ],
+  overrides: { BQ: 16, BK: 16, HS_MAX: 64 },
+});
+
+export const attentionBackwardDelta = defineKernel({
+  name: 'attention_backward_delta',
+  source: attentionBackwardDeltaSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'out', access: 'read' },
+    { name: 'delta', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'rows', type: 'u32' },
+    { name: 'T', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'NH', type: 'u32' },
+    { name: 'HS', type: 'u32' },
+  ],
+  overrides: { WG: 64 },
+});
+
+export const attentionBackward = defineKernel({
+  name: 'attention_backward',
+  source: attentionBackwardSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'dout', access: 'read' },
+    { name: 'lse', access: 'read' },
+    { name: 'delta', access: 'read' },
+    { name: 'dqkv', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'T', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'NH', type: 'u32' },
+    { name: 'HS', type: 'u32' },
+  ],
+  overrides: { BQ: 16, BK: 16, HS_MAX: 64 },
+});
 // (end of attention)
 
 // ---- layernorm ---------------------------------------------------------------------------------------------------
