@@ -97,12 +97,168 @@ export const attentionBackward = defineKernel({
 // (end of attention)
 
 // ---- layernorm ---------------------------------------------------------------------------------------------------
+import layernormForwardSource from './layernorm_forward.wgsl?raw';
+import layernormBackwardSource from './layernorm_backward.wgsl?raw';
+import layernormBackwardParamsSource from './layernorm_backward_params.wgsl?raw';
+import layernormBackwardParamsReduceSource from './layernorm_backward_params_reduce.wgsl?raw';
+
+export const layernormForward = defineKernel({
+  name: 'layernorm_forward',
+  source: layernormForwardSource,
+  bindings: [
+    { name: 'inp', access: 'read' },
+    { name: 'weight', access: 'read' },
+    { name: 'bias', access: 'read' },
+    { name: 'out', access: 'read_write' },
+    { name: 'mean', access: 'read_write' },
+    { name: 'rstd', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'N', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'eps', type: 'f32' },
+  ],
+  overrides: { WG: 256 },
+});
+
+export const layernormBackward = defineKernel({
+  name: 'layernorm_backward',
+  source: layernormBackwardSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'inp', access: 'read' },
+    { name: 'weight', access: 'read' },
+    { name: 'mean', access: 'read' },
+    { name: 'rstd', access: 'read' },
+    { name: 'dinp', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'N', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'accumulate', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+
+export const layernormBackwardParams = defineKernel({
+  name: 'layernorm_backward_params',
+  source: layernormBackwardParamsSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'inp', access: 'read' },
+    { name: 'mean', access: 'read' },
+    { name: 'rstd', access: 'read' },
+    { name: 'scratch', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'N', type: 'u32' },
+    { name: 'C', type: 'u32' },
+  ],
+  overrides: { WG: 256, ROWS: 32 },
+});
+
+export const layernormBackwardParamsReduce = defineKernel({
+  name: 'layernorm_backward_params_reduce',
+  source: layernormBackwardParamsReduceSource,
+  bindings: [
+    { name: 'scratch', access: 'read' },
+    { name: 'dweight', access: 'read_write' },
+    { name: 'dbias', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'C', type: 'u32' },
+    { name: 'blocks', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
 // (end of layernorm)
 
 // ---- gelu --------------------------------------------------------------------------------------------------------
+import geluForwardSource from './gelu_forward.wgsl?raw';
+import geluBackwardSource from './gelu_backward.wgsl?raw';
+
+export const geluForward = defineKernel({
+  name: 'gelu_forward',
+  source: geluForwardSource,
+  bindings: [
+    { name: 'inp', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [{ name: 'n', type: 'u32' }],
+  overrides: { WG: 256 },
+});
+
+export const geluBackward = defineKernel({
+  name: 'gelu_backward',
+  source: geluBackwardSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'inp', access: 'read' },
+    { name: 'dinp', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'accumulate', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
 // (end of gelu)
 
 // ---- embedding ---------------------------------------------------------------------------------------------------
+import embeddingForwardSource from './embedding_forward.wgsl?raw';
+import embeddingBackwardWteSource from './embedding_backward_wte.wgsl?raw';
+import embeddingBackwardWpeSource from './embedding_backward_wpe.wgsl?raw';
+
+export const embeddingForward = defineKernel({
+  name: 'embedding_forward',
+  source: embeddingForwardSource,
+  bindings: [
+    { name: 'ids', access: 'read' },
+    { name: 'wte', access: 'read' },
+    { name: 'wpe', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'T', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'V', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+
+export const embeddingBackwardWte = defineKernel({
+  name: 'embedding_backward_wte',
+  source: embeddingBackwardWteSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'tokens', access: 'read' },
+    { name: 'offsets', access: 'read' },
+    { name: 'positions', access: 'read' },
+    { name: 'dwte', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'segments', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'V', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+
+export const embeddingBackwardWpe = defineKernel({
+  name: 'embedding_backward_wpe',
+  source: embeddingBackwardWpeSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'dwpe', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'B', type: 'u32' },
+    { name: 'T', type: 'u32' },
+    { name: 'C', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
 // (end of embedding)
 
 // ---- crossentropy ------------------------------------------------------------------------------------------------
