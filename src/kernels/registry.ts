@@ -262,10 +262,105 @@ export const embeddingBackwardWpe = defineKernel({
 // (end of embedding)
 
 // ---- crossentropy ------------------------------------------------------------------------------------------------
+import crossentropyForwardBackwardSource from './crossentropy_forward_backward.wgsl?raw';
+import crossentropyMetricsSource from './crossentropy_metrics.wgsl?raw';
+
+export const crossentropyForwardBackward = defineKernel({
+  name: 'crossentropy_forward_backward',
+  source: crossentropyForwardBackwardSource,
+  bindings: [
+    { name: 'logits', access: 'read_write' },
+    { name: 'targets', access: 'read' },
+    { name: 'mask', access: 'read' },
+    { name: 'loss', access: 'read_write' },
+    { name: 'correct', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'rows', type: 'u32' },
+    { name: 'vocab', type: 'u32' },
+    { name: 'rowStride', type: 'u32' },
+    { name: 'rowOffset', type: 'u32' },
+    { name: 'dlossScale', type: 'f32' },
+    { name: 'writeGradient', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+
+export const crossentropyMetrics = defineKernel({
+  name: 'crossentropy_metrics',
+  source: crossentropyMetricsSource,
+  bindings: [
+    { name: 'loss', access: 'read' },
+    { name: 'correct', access: 'read' },
+    { name: 'mask', access: 'read' },
+    { name: 'result', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'count', type: 'u32' },
+    { name: 'dlossScale', type: 'f32' },
+    { name: 'accumulate', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
 // (end of crossentropy)
 
 // ---- adamw -------------------------------------------------------------------------------------------------------
+import adamwUpdateSource from './adamw_update.wgsl?raw';
+
+export const adamwUpdate = defineKernel({
+  name: 'adamw_update',
+  source: adamwUpdateSource,
+  bindings: [
+    { name: 'param', access: 'read_write' },
+    { name: 'grad', access: 'read_write' },
+    { name: 'm', access: 'read_write' },
+    { name: 'v', access: 'read_write' },
+    { name: 'clipScale', access: 'read' },
+  ],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'lr', type: 'f32' },
+    { name: 'beta1', type: 'f32' },
+    { name: 'beta2', type: 'f32' },
+    { name: 'eps', type: 'f32' },
+    { name: 'weightDecay', type: 'f32' },
+    { name: 'biasCorrection1', type: 'f32' },
+    { name: 'biasCorrection2', type: 'f32' },
+    { name: 'zeroGrad', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
 // (end of adamw)
 
 // ---- gradnorm ----------------------------------------------------------------------------------------------------
+import gradnormPartialSource from './gradnorm_partial.wgsl?raw';
+import gradnormFinalizeSource from './gradnorm_finalize.wgsl?raw';
+
+export const gradnormPartial = defineKernel({
+  name: 'gradnorm_partial',
+  source: gradnormPartialSource,
+  bindings: [
+    { name: 'grad', access: 'read' },
+    { name: 'partials', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'slot', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+
+export const gradnormFinalize = defineKernel({
+  name: 'gradnorm_finalize',
+  source: gradnormFinalizeSource,
+  bindings: [
+    { name: 'partials', access: 'read' },
+    { name: 'result', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'count', type: 'u32' },
+    { name: 'maxNorm', type: 'f32' },
+  ],
+  overrides: { WG: 256 },
+});
 // (end of gradnorm)

@@ -1,0 +1,43 @@
+// AdamW update of one parameter tensor of n values (decoupled weight decay, bias-corrected moments, as PyTorch):
+//   g = grad·clipScale[0];  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
+//   param −= lr·( (m / bc1) / (sqrt(v / bc2) + eps) + weightDecay·param )       bc_k = 1 − β_k^t
+// The clip scale comes from a storage buffer written earlier in the same step by gradnorm_finalize, so clipping
+// needs no readback. bc1/bc2 are computed on the CPU in double precision (they change per step via setUniforms).
+// zeroGrad = 1 clears the gradient after use: parameter gradients accumulate, and this saves a separate clear.
+
+struct Params {
+  n: u32,
+  lr: f32,
+  beta1: f32,
+  beta2: f32,
+  eps: f32,
+  weightDecay: f32,
+  biasCorrection1: f32, // 1 − β1^t
+  biasCorrection2: f32, // 1 − β2^t
+  zeroGrad: u32,        // 1 = grad ← 0 after the update
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;  // (n)
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;   // (n)
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;      // (n) first moment
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;      // (n) second moment
+@group(0) @binding(5) var<storage, read> clipScale: array<f32>;    // [0] = global gradient clip factor
+
+override WG: u32 = 256;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = gid.x + gid.y * groups.x * WG;
+  if (i >= params.n) { return; }
+  let g = grad[i] * clipScale[0];
+  let m1 = params.beta1 * m[i] + (1.0 - params.beta1) * g;
+  let v1 = params.beta2 * v[i] + (1.0 - params.beta2) * g * g;
+  m[i] = m1;
+  v[i] = v1;
+  let mHat = m1 / params.biasCorrection1;
+  let vHat = v1 / params.biasCorrection2;
+  let p = param[i];
+  param[i] = p - params.lr * (mHat / (sqrt(vHat) + params.eps) + params.weightDecay * p);
+  if (params.zeroGrad != 0u) { grad[i] = 0.0; }
+}
