@@ -31,9 +31,180 @@ export const residualBackward = defineKernel({
 });
 
 // ---- matmul ------------------------------------------------------------------------------------------------------
+import matmulForwardSource from './matmul_forward.wgsl?raw';
+import matmulBackwardInputSource from './matmul_backward_input.wgsl?raw';
+import matmulBackwardWeightSource from './matmul_backward_weight.wgsl?raw';
+import matmulBackwardBiasSource from './matmul_backward_bias.wgsl?raw';
+
+/** Tile overrides shared by the three tiled matmul kernels (4×4 outputs per thread → 16×16 threads). */
+const MATMUL_TILE_DEFAULTS = { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 16 };
+
+export const matmulForward = defineKernel({
+  name: 'matmul_forward',
+  source: matmulForwardSource,
+  bindings: [
+    { name: 'inp', access: 'read' },
+    { name: 'weight', access: 'read' },
+    { name: 'bias', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+    { name: 'K', type: 'u32' },
+  ],
+  overrides: { ...MATMUL_TILE_DEFAULTS, HAS_BIAS: 0 },
+});
+
+export const matmulBackwardInput = defineKernel({
+  name: 'matmul_backward_input',
+  source: matmulBackwardInputSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'weight', access: 'read' },
+    { name: 'dinp', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+    { name: 'K', type: 'u32' },
+    { name: 'accumulate', type: 'u32' },
+  ],
+  overrides: MATMUL_TILE_DEFAULTS,
+});
+
+export const matmulBackwardWeight = defineKernel({
+  name: 'matmul_backward_weight',
+  source: matmulBackwardWeightSource,
+  bindings: [
+    { name: 'inp', access: 'read' },
+    { name: 'dout', access: 'read' },
+    { name: 'dweight', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+    { name: 'K', type: 'u32' },
+  ],
+  overrides: MATMUL_TILE_DEFAULTS,
+});
+
+export const matmulBackwardBias = defineKernel({
+  name: 'matmul_backward_bias',
+  source: matmulBackwardBiasSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'dbias', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+  ],
+  overrides: { COLS: 64, LANES: 4 },
+});
 // (end of matmul)
 
 // ---- lora --------------------------------------------------------------------------------------------------------
+import loraForwardDownSource from './lora_forward_down.wgsl?raw';
+import loraForwardUpSource from './lora_forward_up.wgsl?raw';
+import loraBackwardBSource from './lora_backward_b.wgsl?raw';
+import loraBackwardUSource from './lora_backward_u.wgsl?raw';
+import loraBackwardASource from './lora_backward_a.wgsl?raw';
+import loraBackwardXSource from './lora_backward_x.wgsl?raw';
+
+/** Uniforms of the kernels that draw (or redraw) the dropout mask from (seed, element index). */
+const LORA_DROPOUT_UNIFORMS = [
+  { name: 'seed', type: 'u32' },
+  { name: 'drop_threshold', type: 'u32' },
+  { name: 'keep_scale', type: 'f32' },
+] as const;
+
+export const loraForwardDown = defineKernel({
+  name: 'lora_forward_down',
+  source: loraForwardDownSource,
+  bindings: [
+    { name: 'inp', access: 'read' },
+    { name: 'a', access: 'read' },
+    { name: 'u', access: 'read_write' },
+  ],
+  uniforms: [{ name: 'M', type: 'u32' }, { name: 'K', type: 'u32' }, { name: 'R', type: 'u32' }, ...LORA_DROPOUT_UNIFORMS],
+  overrides: { ROWS: 32, TILE_DEPTH: 32, WG: 256 },
+});
+
+export const loraForwardUp = defineKernel({
+  name: 'lora_forward_up',
+  source: loraForwardUpSource,
+  bindings: [
+    { name: 'u', access: 'read' },
+    { name: 'b', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+    { name: 'R', type: 'u32' },
+    { name: 'scale', type: 'f32' },
+  ],
+  overrides: { TILE_COLS: 64, WG_ROWS: 4, R_CHUNK: 16 },
+});
+
+export const loraBackwardB = defineKernel({
+  name: 'lora_backward_b',
+  source: loraBackwardBSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'u', access: 'read' },
+    { name: 'db', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+    { name: 'R', type: 'u32' },
+    { name: 'scale', type: 'f32' },
+  ],
+  overrides: { COLS: 64, M_CHUNK: 16, WG: 256 },
+});
+
+export const loraBackwardU = defineKernel({
+  name: 'lora_backward_u',
+  source: loraBackwardUSource,
+  bindings: [
+    { name: 'dout', access: 'read' },
+    { name: 'b', access: 'read' },
+    { name: 'du', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'M', type: 'u32' },
+    { name: 'N', type: 'u32' },
+    { name: 'R', type: 'u32' },
+    { name: 'scale', type: 'f32' },
+  ],
+  overrides: { ROWS: 32, TILE_DEPTH: 32, WG: 256 },
+});
+
+export const loraBackwardA = defineKernel({
+  name: 'lora_backward_a',
+  source: loraBackwardASource,
+  bindings: [
+    { name: 'du', access: 'read' },
+    { name: 'inp', access: 'read' },
+    { name: 'da', access: 'read_write' },
+  ],
+  uniforms: [{ name: 'M', type: 'u32' }, { name: 'K', type: 'u32' }, { name: 'R', type: 'u32' }, ...LORA_DROPOUT_UNIFORMS],
+  overrides: { COLS: 64, M_CHUNK: 16, WG: 256 },
+});
+
+export const loraBackwardX = defineKernel({
+  name: 'lora_backward_x',
+  source: loraBackwardXSource,
+  bindings: [
+    { name: 'du', access: 'read' },
+    { name: 'a', access: 'read' },
+    { name: 'dinp', access: 'read_write' },
+  ],
+  uniforms: [{ name: 'M', type: 'u32' }, { name: 'K', type: 'u32' }, { name: 'R', type: 'u32' }, ...LORA_DROPOUT_UNIFORMS],
+  overrides: { TILE_COLS: 64, WG_ROWS: 4, R_CHUNK: 16 },
+});
 // (end of lora)
 
 // ---- attention ---------------------------------------------------------------------------------------------------
