@@ -3,7 +3,9 @@
 // (Mesa's drivers may be installed without any GPU, so we look for a device node, not for drivers.)
 // On the GPU machine, `.gpu/setup.sh` exports DAWN_NODE (a carried dawn.node) and DAWN_FLAGS, which win.
 
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
@@ -31,6 +33,12 @@ export async function nodeGpu(): Promise<GPU> {
   const explicitDriver = env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES;
   if (!explicitDriver && !hasGpuDevice() && existsSync(SWIFTSHADER_ICD)) {
     env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+  }
+  if (!env.XDG_RUNTIME_DIR) {
+    // Vulkan's window-system probing complains on every start when this is unset (headless machines, CI).
+    const dir = join(tmpdir(), `tunelab-xdg-${process.getuid?.() ?? 0}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    env.XDG_RUNTIME_DIR = dir;
   }
   const flags = (env.DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean);
   let dawn: DawnModule;
