@@ -1,0 +1,1125 @@
+// GPT-2 on the GPU: the model's parameters in flat buffers with named views, and a "run" built once for a batch
+// shape and training mode that owns every activation, gradient and prepared dispatch. gpt2Forward is a straight
+// list of kernel dispatches in the spirit of llm.c's gpt2_forward; gpt2Backward is the same list reversed. A training
+// step is one command encoder, one compute pass, one submit; its metrics come back through a small ring of readback
+// buffers a step or two later.
+//
+// Letters: B batch, T positions, BT = B·T tokens, C width, V vocabulary, NH heads, L layers, R LoRA rank.
+// Layouts: activations (BT, C) row-major; Conv1D weights [in, out] so a linear layer is out = inp·W + b; the tied
+// classifier is logits = lnf·wteᵀ (BT, V), computed chunk by chunk of tokens so that full logits never exist at once
+// in training: each chunk's cross-entropy overwrites its logits with dlogits, and the chunk's classifier backward
+// (dlnf, and dwte when wte trains) runs right after it.
+//
+// WebGPU forbids binding one buffer read-only and writable in the same dispatch, so each kind of activation has its
+// own buffer(s) with one view per layer; gradients of all trainable tensors share buffers (only written there).
+
+import { TunelabError } from '../errors.ts';
+import { type Dispatch, type GpuContext, type GpuTensor } from '../gpu/context.ts';
+import { attentionBackward, attentionForward, attentionScratchSizes } from '../ops/attention.ts';
+import { CROSS_ENTROPY_RESULT, crossEntropyForwardBackward, crossEntropyMetrics } from '../ops/crossentropy.ts';
+import { buildTokenSegments, embeddingBackward, embeddingForward, writeTokenSegments, type TokenSegmentTensors } from '../ops/embedding.ts';
+import { geluBackward, geluForward } from '../ops/gelu.ts';
+import { layernormBackward, layernormForward, layernormScratchLength } from '../ops/layernorm.ts';
+import { loraBackward, loraForward, type LoraDispatches } from '../ops/lora.ts';
+import { matmulBackwardBias, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../ops/matmul.ts';
+import { residualForward } from '../ops/residual.ts';
+import { validateModelConfig, type ModelConfig } from './config.ts';
+import { loraParameterSpecs, loraScale, loraSites, type LoraAdapter, type LoraConfig, type LoraSite } from './lora.ts';
+import {
+  gpt2ParameterLayout,
+  layoutParameters,
+  linearShape,
+  partitionLayout,
+  type LinearModule,
+  type ParameterLayout,
+  type ParameterSet,
+} from './weights.ts';
+
+/** The embedding tables' names in weights.ts's layout (Hugging Face's state-dict names). */
+const WTE = 'wte.weight';
+const WPE = 'wpe.weight';
+
+// ---- the model's parameters on the GPU ---------------------------------------------------------------------------
+
+/** GPT-2's parameters on the GPU: the flat layout of weights.ts cut into buffers ≤ maxBufferSize, one view each. */
+export class Gpt2Model {
+  readonly layout: ParameterLayout;
+  private readonly segments: { tensor: GpuTensor; firstElement: number }[] = [];
+  private readonly views = new Map<string, GpuTensor>();
+
+  private constructor(
+    private readonly gpu: GpuContext,
+    readonly config: ModelConfig,
+    weights: ParameterSet,
+  ) {
+    validateModelConfig(config);
+    this.layout = gpt2ParameterLayout(config);
+    if (weights.layout.totalElements !== this.layout.totalElements || weights.data.length < this.layout.totalElements) {
+      throw new RangeError(`Gpt2Model: the weights' layout (${weights.layout.totalElements} elements) does not match the config`);
+    }
+    const limits = gpu.device.limits;
+    try {
+      for (const segment of partitionLayout(this.layout, limits.maxBufferSize)) {
+        const data = weights.data.subarray(segment.firstElement, segment.firstElement + segment.elementCount);
+        const tensor = gpu.upload(data, `params.${this.segments.length}`);
+        this.segments.push({ tensor, firstElement: segment.firstElement });
+        for (const entry of segment.entries) {
+          if (entry.elementCount * 4 > limits.maxStorageBufferBindingSize) {
+            throw new TunelabError(
+              'too-large',
+              `parameter ${entry.name} (${entry.elementCount * 4} bytes) exceeds this GPU's largest binding ` +
+                `(${limits.maxStorageBufferBindingSize} bytes); choose a smaller model`,
+            );
+          }
+          const view = gpu.view(tensor, entry.offset - segment.firstElement, entry.elementCount, `params.${entry.name}`);
+          this.views.set(entry.name, view);
+        }
+      }
+    } catch (error) {
+      this.destroy();
+      throw error;
+    }
+  }
+
+  /** Uploads `weights` (the flat layout of weights.ts for `config`, e.g. from loadModel or initGpt2Parameters). */
+  static create(gpu: GpuContext, config: ModelConfig, weights: ParameterSet): Gpt2Model {
+    return new Gpt2Model(gpu, config, weights);
+  }
+
+  /** The view of one parameter by weights.ts name: 'wte.weight', 'h.0.attn.c_attn.weight', 'ln_f.bias'. */
+  tensor(name: string): GpuTensor {
+    const view = this.views.get(name);
+    if (!view) throw new RangeError(`GPT-2 has no parameter ${name}`);
+    return view;
+  }
+
+  /** Every parameter read back into the flat layout (after training, for saving). */
+  async read(): Promise<ParameterSet> {
+    const data = new Float32Array(this.layout.totalElements);
+    for (const s of this.segments) data.set(await this.gpu.read(s.tensor), s.firstElement);
+    return { layout: this.layout, data };
+  }
+
+  get bytes(): number {
+    return this.segments.reduce((sum, s) => sum + s.tensor.buffer.size, 0);
+  }
+
+  destroy(): void {
+    for (const s of this.segments) this.gpu.free(s.tensor);
+    this.segments.length = 0;
+    this.views.clear();
+  }
+}
+
+// ---- run plan: every buffer of a run, before anything is allocated -----------------------------------------------
+
+export type Gpt2Mode =
+  /** Forward only: logits, loss and token accuracy. An adapter, if given, is applied (without dropout). */
+  | { kind: 'inference' }
+  /** Base frozen; the adapter's A and B train. */
+  | { kind: 'lora' }
+  /** No LoRA; the last `lastBlocks` blocks and ln_f train. */
+  | { kind: 'selective'; lastBlocks: number }
+  /** Every parameter trains. */
+  | { kind: 'full' };
+
+export interface Gpt2RunShape {
+  /** B: sequences per batch. */
+  batchSize: number;
+  /** T: positions per sequence, at most the model's context. */
+  sequenceLength: number;
+  mode: Gpt2Mode;
+  /**
+   * Tokens per classifier chunk (rows of logits held at once). Default: all BT tokens, or as many as fit 64 MiB.
+   * A chunk smaller than BT must keep chunk·C a multiple of 64, so each chunk's rows start on 256 bytes.
+   */
+  classifierChunk?: number;
+  /** Inference only: keep the logits of every token (BT, V) for readLogits(); for small batches (tests, sampling). */
+  keepLogits?: boolean;
+}
+
+export type RunBufferPurpose = 'activations' | 'gradients' | 'scratch' | 'io';
+
+export interface RunViewPlan {
+  /** 'h3.qkv', 'transient.fch', 'h.1.mlp.c_fc.lora_A', 'dresidual' … */
+  readonly name: string;
+  /** Element offset in its buffer, a multiple of 64 (256 bytes). */
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface RunBufferPlan {
+  /** Also the GPU label: 'act.qkv', 'grads.0', 'scratch.bt4c' … */
+  readonly name: string;
+  readonly purpose: RunBufferPurpose;
+  readonly elements: number;
+  readonly bytes: number;
+  readonly views: readonly RunViewPlan[];
+}
+
+export interface Gpt2RunPlan {
+  readonly B: number;
+  readonly T: number;
+  readonly mode: Gpt2Mode;
+  readonly chunk: number;
+  readonly keepLogits: boolean;
+  /** Trainable tensors (weights.ts names, or LoRA names) in gradient layout order. */
+  readonly trainable: ParameterLayout;
+  /** Lowest block whose activations the backward needs; layers below share one transient set (L: none). */
+  readonly firstBackwardLayer: number;
+  readonly buffers: readonly RunBufferPlan[];
+  readonly totalBytes: number;
+  readonly bytesByPurpose: Readonly<Record<RunBufferPurpose, number>>;
+}
+
+/** Device limits the plan must respect. */
+export interface RunLimits {
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+}
+
+/** Logits of a chunk stay below this unless one row is larger. */
+const CLASSIFIER_CHUNK_BYTES = 64 * 1024 * 1024;
+const ALIGN_ELEMENTS = 64;
+const BUFFER_PREFIX: Record<RunBufferPurpose, string> = { activations: 'act', gradients: 'grads', scratch: 'scratch', io: 'io' };
+const alignElements = (n: number) => Math.ceil(Math.max(n, 1) / ALIGN_ELEMENTS) * ALIGN_ELEMENTS;
+
+/** Per-layer activations kept for the backward, with their lengths. */
+function layerActivationLengths(config: ModelConfig, B: number, T: number): Record<string, number> {
+  const BT = B * T;
+  const C = config.nEmbd;
+  return {
+    ln1: BT * C,
+    ln1Mean: BT,
+    ln1Rstd: BT,
+    qkv: BT * 3 * C,
+    atty: BT * C,
+    attLse: attentionScratchSizes({ B, T, C, NH: config.nHead }).lse,
+    attproj: BT * C,
+    residual2: BT * C,
+    ln2: BT * C,
+    ln2Mean: BT,
+    ln2Rstd: BT,
+    fch: BT * 4 * C,
+    fchGelu: BT * 4 * C,
+    fcproj: BT * C,
+    residual3: BT * C,
+  };
+}
+
+/** Which set of activation views block l uses: its own ('h3') when the backward reaches it, else 'transient'. */
+function activationSlot(l: number, firstBackwardLayer: number): string {
+  return l < firstBackwardLayer ? 'transient' : `h${l}`;
+}
+
+/** Smallest token count whose rows of C floats span a multiple of 256 bytes. */
+function chunkRowAlignment(C: number): number {
+  let rows = 1;
+  while ((rows * C) % ALIGN_ELEMENTS !== 0) rows++;
+  return rows;
+}
+
+function trainableLayout(config: ModelConfig, mode: Gpt2Mode, lora: LoraConfig | undefined): ParameterLayout {
+  const base = gpt2ParameterLayout(config);
+  switch (mode.kind) {
+    case 'inference':
+      return layoutParameters([]);
+    case 'full':
+      return base;
+    case 'selective': {
+      const first = config.nLayer - mode.lastBlocks;
+      return layoutParameters(base.entries.filter((e) => (e.layer !== null ? e.layer >= first : e.name.startsWith('ln_f.'))));
+    }
+    case 'lora':
+      if (!lora) throw new RangeError('a LoRA run needs an adapter');
+      return layoutParameters(loraParameterSpecs(config, lora));
+  }
+}
+
+/**
+ * Every GPU buffer a run of this shape needs, with its views and bytes; pure arithmetic, allocates nothing.
+ * `lora` is the adapter's config: required for mode lora, optional for inference (applied), refused otherwise.
+ */
+export function planGpt2Run(config: ModelConfig, shape: Gpt2RunShape, limits: RunLimits, lora?: LoraConfig): Gpt2RunPlan {
+  validateModelConfig(config);
+  const { batchSize: B, sequenceLength: T, mode } = shape;
+  const L = config.nLayer;
+  const C = config.nEmbd;
+  const V = config.vocabSize;
+  if (!Number.isSafeInteger(B) || B < 1) throw new RangeError(`batch size must be a positive integer, got ${B}`);
+  if (!Number.isSafeInteger(T) || T < 1 || T > config.nPositions) {
+    throw new RangeError(`sequence length must be 1..${config.nPositions} (the model's context), got ${T}`);
+  }
+  if (mode.kind === 'selective' && !(Number.isSafeInteger(mode.lastBlocks) && mode.lastBlocks >= 0 && mode.lastBlocks <= L)) {
+    throw new RangeError(`selective fine-tuning: lastBlocks must be 0..${L}, got ${mode.lastBlocks}`);
+  }
+  if (lora && mode.kind !== 'lora' && mode.kind !== 'inference') {
+    throw new RangeError(`a ${mode.kind} run cannot carry a LoRA adapter (merge it first, or use mode lora)`);
+  }
+  const training = mode.kind !== 'inference';
+  const keepLogits = shape.keepLogits === true;
+  if (keepLogits && training) throw new RangeError('keepLogits is for inference runs: training overwrites logits with dlogits');
+  const BT = B * T;
+  const rowAlign = chunkRowAlignment(C);
+  let chunk: number;
+  if (keepLogits) {
+    chunk = BT;
+  } else if (shape.classifierChunk !== undefined) {
+    chunk = shape.classifierChunk;
+    if (!Number.isSafeInteger(chunk) || chunk < 1) throw new RangeError(`classifier chunk must be a positive integer, got ${chunk}`);
+    if (chunk < BT && chunk % rowAlign !== 0) {
+      throw new RangeError(`classifier chunk ${chunk} must be a multiple of ${rowAlign} (so chunk·C = chunk·${C} rows start on 256 bytes)`);
+    }
+    chunk = Math.min(chunk, BT);
+  } else {
+    const fit = Math.floor(Math.min(CLASSIFIER_CHUNK_BYTES, limits.maxStorageBufferBindingSize) / (V * 4));
+    chunk = fit >= BT ? BT : Math.max(rowAlign, Math.floor(fit / rowAlign) * rowAlign);
+  }
+
+  const trainable = trainableLayout(config, mode, lora);
+  const sites = lora ? loraSites(config, lora) : [];
+  const firstBackwardLayer =
+    mode.kind === 'full' ? 0 : mode.kind === 'selective' ? L - mode.lastBlocks : mode.kind === 'lora' ? Math.min(...sites.map((s) => s.layer)) : L;
+  const slot = (l: number) => activationSlot(l, firstBackwardLayer);
+  const slots = [...new Set([...Array(L).keys()].map(slot))];
+
+  const buffers: RunBufferPlan[] = [];
+  const addBuffers = (name: string, purpose: RunBufferPurpose, views: [string, number][]) => {
+    let current: { views: RunViewPlan[]; elements: number } | undefined;
+    const packed: { views: RunViewPlan[]; elements: number }[] = [];
+    for (const [viewName, length] of views) {
+      if (length * 4 > limits.maxStorageBufferBindingSize) {
+        throw new TunelabError(
+          'too-large',
+          `${viewName} needs ${length * 4} bytes, more than this GPU's largest binding (${limits.maxStorageBufferBindingSize} ` +
+            `bytes); use a smaller batch or sequence length`,
+        );
+      }
+      const padded = alignElements(length);
+      if (!current || (current.elements + padded) * 4 > limits.maxBufferSize) {
+        current = { views: [], elements: 0 };
+        packed.push(current);
+      }
+      current.views.push({ name: viewName, offset: current.elements, length });
+      current.elements += padded;
+    }
+    packed.forEach((p, i) =>
+      buffers.push({
+        name: packed.length === 1 ? name : `${name}.${i}`,
+        purpose,
+        elements: p.elements,
+        bytes: p.elements * 4,
+        views: p.views,
+      }),
+    );
+  };
+  /** One tensor in its own buffer: 'io.ids', 'act.lnf', 'scratch.btc'. */
+  const single = (name: string, purpose: RunBufferPurpose, length: number) => addBuffers(`${BUFFER_PREFIX[purpose]}.${name}`, purpose, [[name, length]]);
+
+  // Inputs and per-token loss terms.
+  single('ids', 'io', BT); // u32
+  single('targets', 'io', BT); // u32
+  single('mask', 'io', BT);
+  single('losses', 'io', BT);
+  single('correct', 'io', BT);
+  single('metrics', 'io', CROSS_ENTROPY_RESULT.length);
+
+  // Activations: per kind, one view per kept layer plus one shared by the layers the backward never reaches.
+  single('encoded', 'activations', BT * C);
+  for (const [kind, length] of Object.entries(layerActivationLengths(config, B, T))) {
+    addBuffers(`act.${kind}`, 'activations', slots.map((s) => [`${s}.${kind}`, length]));
+  }
+  if (sites.length) {
+    const uViews = [...new Set(sites.map((site) => `${slot(site.layer)}.${site.module}.u`))];
+    addBuffers('act.loraU', 'activations', uViews.map((v) => [v, BT * lora!.rank]));
+  }
+  single('lnf', 'activations', BT * C);
+  single('lnfMean', 'activations', BT);
+  single('lnfRstd', 'activations', BT);
+  single('logits', 'activations', chunk * V);
+
+  if (training) {
+    // Gradients of the trainable tensors, in their layout order, split where a buffer would exceed maxBufferSize.
+    addBuffers('grads', 'gradients', trainable.entries.map((e) => [e.name, e.elementCount]));
+    // Activation gradients reused by every layer (llm.c style): the residual stream's, a (BT,C) and two (BT,4C).
+    single('dresidual', 'scratch', BT * C);
+    single('btc', 'scratch', BT * C); // dlnf, dln2, datty, dln1 in turn
+    single('bt4c', 'scratch', BT * 4 * C); // dfchGelu, then dqkv
+    single('bt4cGelu', 'scratch', BT * 4 * C); // dfch (gelu's backward is out of place)
+    single('attDelta', 'scratch', attentionScratchSizes({ B, T, C, NH: config.nHead }).delta);
+    if (mode.kind === 'lora') single('loraDu', 'scratch', BT * lora!.rank);
+    if (trainable.entries.some((e) => e.kind === 'layernorm-weight')) single('lnPartials', 'scratch', layernormScratchLength(BT, C));
+    if (trainable.byName.has(WTE)) {
+      single('segmentTokens', 'scratch', BT);
+      single('segmentOffsets', 'scratch', BT + 1);
+      single('segmentPositions', 'scratch', BT);
+    }
+  }
+
+  const bytesByPurpose: Record<RunBufferPurpose, number> = { activations: 0, gradients: 0, scratch: 0, io: 0 };
+  for (const b of buffers) bytesByPurpose[b.purpose] += b.bytes;
+  return {
+    B,
+    T,
+    mode,
+    chunk,
+    keepLogits,
+    trainable,
+    firstBackwardLayer,
+    buffers,
+    totalBytes: buffers.reduce((s, b) => s + b.bytes, 0),
+    bytesByPurpose,
+  };
+}
+
+// ---- the run -----------------------------------------------------------------------------------------------------
+
+/** One batch: token ids and, to get a loss, next-token targets and loss weights. */
+export interface Gpt2Batch {
+  /** (B,T) token ids. */
+  ids: ArrayLike<number>;
+  /** (B,T) next-token ids; needed for a loss (always in training). Ignored where mask is 0. */
+  targets?: ArrayLike<number>;
+  /** (B,T) loss weights (1 counts, 0 ignored); all ones when absent and targets are given. */
+  mask?: ArrayLike<number>;
+  /**
+   * The loss is Σ mask·ce / lossDenominator. Default Σ mask of this batch; with gradient accumulation pass Σ mask
+   * over all micro-batches of the optimizer step, so their gradients add up to the step's mean.
+   */
+  lossDenominator?: number;
+  /** u32 seed of this step's LoRA dropout masks (change it every step; default 0). */
+  dropoutSeed?: number;
+}
+
+export interface Gpt2Metrics {
+  /** Σ mask·ce / Σ mask of this batch (NaN when the mask is empty). */
+  loss: number;
+  /** Fraction of counted tokens whose argmax is the target. */
+  accuracy: number;
+  /** Σ mask. */
+  tokens: number;
+  lossSum: number;
+  correct: number;
+}
+
+export interface Gpt2StepMetrics extends Gpt2Metrics {
+  /** 1 for the first step submitted by this run. */
+  step: number;
+  /** The `readback` tensors of step(), concatenated. */
+  extra: Float32Array;
+}
+
+export interface Gpt2StepOptions {
+  /** Clear every gradient before the pass (default true). False accumulates into the previous gradients. */
+  zeroGradients?: boolean;
+  /** Dispatches recorded after the backward, in the same pass: gradient norm, AdamW updates. */
+  after?: readonly Dispatch[];
+  /** Small tensors (≤ 60 floats together, e.g. the gradient norm) copied with the metrics into the readback ring. */
+  readback?: readonly GpuTensor[];
+}
+
+/** A trainable tensor and its gradient, for the optimizer. */
+export interface TrainableTensor {
+  readonly name: string;
+  readonly param: GpuTensor;
+  readonly grad: GpuTensor;
+}
+
+export interface Gpt2RunOptions extends Gpt2RunShape {
+  /** Required for mode lora (its tensors train); optional for inference (applied without dropout). */
+  adapter?: LoraAdapter;
+  /** Readback slots for step metrics (default 3): how many steps the CPU may run ahead of the GPU. */
+  metricsRing?: number;
+}
+
+const RING_SLOT_FLOATS = 64;
+
+interface RingSlot {
+  buffer: GPUBuffer;
+  pending?: Promise<void>;
+}
+
+/** A LoRA site's dispatches whose dropout seed changes per step. */
+interface SeededSite {
+  index: number;
+  lora: LoraDispatches;
+}
+
+/**
+ * A run: activations, gradients and every dispatch, prepared once for (B, T, mode). Per step: setBatch(), then
+ * step(). Destroy it to give its buffers back to the pool (the model and adapter stay).
+ */
+export class Gpt2Run {
+  readonly config: ModelConfig;
+  readonly B: number;
+  readonly T: number;
+  readonly mode: Gpt2Mode;
+  readonly plan: Gpt2RunPlan;
+  private forwardList: Dispatch[] = [];
+  private backwardList: Dispatch[] = [];
+  private trainableList: TrainableTensor[] = [];
+
+  private readonly buffers: GpuTensor[] = [];
+  /** The buffers holding gradients, with their plans: cleared at the start of a step. */
+  private readonly gradientBuffers: { tensor: GpuTensor; plan: RunBufferPlan }[] = [];
+  private readonly views = new Map<string, GpuTensor>();
+  private readonly ring: RingSlot[] = [];
+  private readonly completed: Gpt2StepMetrics[] = [];
+  private readonly lossScaled: Dispatch[] = [];
+  private readonly seeded: SeededSite[] = [];
+  private segments?: TokenSegmentTensors;
+  private submitted = 0;
+  private failure: unknown;
+  private destroyed = false;
+
+  private constructor(
+    private readonly gpu: GpuContext,
+    readonly model: Gpt2Model,
+    readonly adapter: LoraAdapter | undefined,
+    options: Gpt2RunOptions,
+  ) {
+    this.config = model.config;
+    this.plan = planGpt2Run(model.config, options, gpu.device.limits, adapter?.config);
+    this.B = this.plan.B;
+    this.T = this.plan.T;
+    this.mode = this.plan.mode;
+    const slots = options.metricsRing ?? 3;
+    if (!Number.isSafeInteger(slots) || slots < 1) throw new RangeError(`metricsRing must be ≥ 1, got ${slots}`);
+    for (const planned of this.plan.buffers) {
+      const buffer = gpu.tensor(planned.elements, planned.name);
+      this.buffers.push(buffer);
+      if (planned.purpose === 'gradients') this.gradientBuffers.push({ tensor: buffer, plan: planned });
+      for (const v of planned.views) this.views.set(v.name, gpu.view(buffer, v.offset, v.length, v.name));
+    }
+    for (let i = 0; i < slots; i++) {
+      this.ring.push({
+        buffer: gpu.pool.acquire(RING_SLOT_FLOATS * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `gpt2.metrics.${i}`),
+      });
+    }
+    if (this.plan.trainable.byName.has(WTE)) this.segments = tokenSegmentViews((name) => this.view(name), this.B * this.T);
+  }
+
+  /** Allocates and prepares a run over `model` (and `adapter`). */
+  static async create(gpu: GpuContext, model: Gpt2Model, options: Gpt2RunOptions): Promise<Gpt2Run> {
+    if (options.mode.kind === 'lora' && !options.adapter) throw new RangeError('a LoRA run needs an adapter');
+    if (options.adapter && options.adapter.model !== model.config && !sameConfig(options.adapter.model, model.config)) {
+      throw new RangeError('the adapter was made for a different model config');
+    }
+    const run = new Gpt2Run(gpu, model, options.adapter, options);
+    const builder = new RunBuilder(gpu, model, options.adapter, run.plan, (name) => run.view(name));
+    try {
+      run.forwardList = await gpt2Forward(builder);
+      if (run.mode.kind !== 'inference') run.backwardList = await gpt2Backward(builder);
+      run.lossScaled.push(...builder.lossScaled);
+      run.seeded.push(...builder.seeded);
+      run.trainableList = run.plan.trainable.entries.map((e) => ({ name: e.name, param: builder.param(e.name), grad: run.view(e.name) }));
+    } catch (error) {
+      builder.releaseAll();
+      run.forwardList = [];
+      run.backwardList = [];
+      run.destroy();
+      throw error;
+    }
+    return run;
+  }
+
+  /** gpt2Forward: embedding … classifier chunks (with their backward when training) … metrics. */
+  get forward(): readonly Dispatch[] {
+    return this.forwardList;
+  }
+
+  /** gpt2Backward: ln_f … blocks in reverse … embedding; empty for inference. */
+  get backward(): readonly Dispatch[] {
+    return this.backwardList;
+  }
+
+  /** What an optimizer updates (parameter view and gradient view), in gradient layout order; empty for inference. */
+  get trainable(): readonly TrainableTensor[] {
+    return this.trainableList;
+  }
+
+  /** A planned view by name ('h1.qkv', 'lnf', 'grads' views by tensor name …). */
+  view(name: string): GpuTensor {
+    const view = this.views.get(name);
+    if (!view) throw new RangeError(`this run has no tensor ${name}`);
+    return view;
+  }
+
+  /** The gradient of a trainable tensor (weights.ts or LoRA name). */
+  gradient(name: string): GpuTensor {
+    if (!this.plan.trainable.byName.has(name)) throw new RangeError(`${name} does not train in this run`);
+    return this.view(name);
+  }
+
+  /** Bytes of every buffer the run holds (planned buffers and the readback ring; not the dispatches' uniforms). */
+  get bytes(): number {
+    return this.plan.totalBytes + this.ring.length * RING_SLOT_FLOATS * 4;
+  }
+
+  /** Queues a batch's inputs and per-step uniforms (loss scale, dropout seeds); call before step(). */
+  setBatch(batch: Gpt2Batch): void {
+    const BT = this.B * this.T;
+    const V = this.config.vocabSize;
+    const check = (values: ArrayLike<number> | undefined, what: string) => {
+      if (values && values.length !== BT) throw new TunelabError('bad-data', `${what} has ${values.length} values; the run takes B·T = ${BT}`);
+    };
+    check(batch.ids, 'ids');
+    check(batch.targets, 'targets');
+    check(batch.mask, 'mask');
+    const ids = new Uint32Array(BT);
+    for (let i = 0; i < BT; i++) {
+      const id = batch.ids[i];
+      if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new TunelabError('bad-data', `token id ${id} at ${i} is outside the vocabulary (0..${V - 1})`);
+      ids[i] = id;
+    }
+    if (this.mode.kind !== 'inference' && !batch.targets) throw new TunelabError('bad-data', 'a training batch needs targets');
+    const targets = new Uint32Array(BT);
+    const mask = new Float32Array(BT);
+    let maskSum = 0;
+    if (batch.targets) {
+      for (let i = 0; i < BT; i++) {
+        const weight = batch.mask ? Number(batch.mask[i]) : 1;
+        if (!(weight >= 0 && Number.isFinite(weight))) throw new TunelabError('bad-data', `mask value ${weight} at ${i} is not a weight ≥ 0`);
+        if (weight === 0) continue;
+        const target = batch.targets[i];
+        if (!(Number.isInteger(target) && target >= 0 && target < V)) {
+          throw new TunelabError('bad-data', `target ${target} at ${i} is outside the vocabulary (0..${V - 1})`);
+        }
+        targets[i] = target;
+        mask[i] = weight;
+        maskSum += weight;
+      }
+    }
+    const denominator = batch.lossDenominator ?? maskSum;
+    if (!(denominator >= 0 && Number.isFinite(denominator))) throw new RangeError(`lossDenominator must be ≥ 0, got ${denominator}`);
+    const dlossScale = denominator > 0 ? 1 / denominator : 0;
+
+    this.gpu.writeU32(this.view('ids'), ids);
+    this.gpu.writeU32(this.view('targets'), targets);
+    this.gpu.write(this.view('mask'), mask);
+    for (const d of this.lossScaled) d.setUniforms({ dlossScale });
+    if (this.segments) writeTokenSegments(this.gpu, this.segments, buildTokenSegments(ids, V, BT));
+    const seed = (batch.dropoutSeed ?? 0) >>> 0;
+    for (const { index, lora } of this.seeded) lora.setSeed(siteSeed(seed, index));
+  }
+
+  /**
+   * Records and submits one step: clear gradients (training), forward, backward, `after`, then copies the metrics
+   * (and `readback`) into the next ring slot. One encoder, one pass, one submit. Waits only when the ring slot is
+   * still in flight, i.e. when the CPU is `metricsRing` steps ahead of the GPU.
+   */
+  async step(options: Gpt2StepOptions = {}): Promise<void> {
+    if (this.destroyed) throw new Error('this run was destroyed');
+    const slot = this.ring[this.submitted % this.ring.length];
+    if (slot.pending) await slot.pending;
+    if (this.failure) throw this.failure;
+    if (this.gpu.lost) throw new TunelabError('device-lost', 'The GPU device was lost during training');
+    const readback = options.readback ?? [];
+    const extraFloats = readback.reduce((s, t) => s + t.length, 0);
+    if (extraFloats > RING_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length) {
+      throw new RangeError(`readback of ${extraFloats} floats exceeds ${RING_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length}`);
+    }
+
+    const device = this.gpu.device;
+    const encoder = device.createCommandEncoder({ label: 'gpt2.step' });
+    if (this.mode.kind !== 'inference' && options.zeroGradients !== false) {
+      for (const { tensor } of this.gradientBuffers) encoder.clearBuffer(tensor.buffer, tensor.offset, tensor.length * 4);
+    }
+    const pass = encoder.beginComputePass({ label: 'gpt2.step' });
+    for (const list of [this.forward, this.backward, options.after ?? []]) {
+      for (const d of list) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+      }
+    }
+    pass.end();
+    const metrics = this.view('metrics');
+    encoder.copyBufferToBuffer(metrics.buffer, metrics.offset, slot.buffer, 0, metrics.length * 4);
+    let at = metrics.length * 4;
+    for (const t of readback) {
+      encoder.copyBufferToBuffer(t.buffer, t.offset, slot.buffer, at, t.length * 4);
+      at += t.length * 4;
+    }
+    device.queue.submit([encoder.finish()]);
+
+    const step = ++this.submitted;
+    slot.pending = slot.buffer
+      .mapAsync(GPUMapMode.READ)
+      .then(() => {
+        const values = new Float32Array(slot.buffer.getMappedRange(0, at).slice(0));
+        slot.buffer.unmap();
+        this.completed.push({ step, ...metricsFrom(values), extra: values.slice(CROSS_ENTROPY_RESULT.length) });
+      })
+      .catch((error: unknown) => {
+        this.failure ??= error;
+      })
+      .finally(() => {
+        slot.pending = undefined;
+      });
+  }
+
+  /** Metrics of the steps whose readback has arrived since the last call, oldest first (never waits). */
+  takeMetrics(): Gpt2StepMetrics[] {
+    if (this.failure) throw this.failure;
+    return this.completed.splice(0);
+  }
+
+  /** Waits for every submitted step's readback, then takeMetrics(). */
+  async flushMetrics(): Promise<Gpt2StepMetrics[]> {
+    await Promise.all(this.ring.map((s) => s.pending));
+    return this.takeMetrics();
+  }
+
+  /** The metrics of the last submitted step, waiting for it (tests, evaluation; not inside a training loop). */
+  async readMetrics(): Promise<Gpt2Metrics> {
+    return metricsFrom(await this.gpu.read(this.view('metrics')));
+  }
+
+  /** (B,T,V) logits of the last step; inference runs with keepLogits only. */
+  async readLogits(): Promise<Float32Array> {
+    if (!this.plan.keepLogits) throw new Error('readLogits needs an inference run created with keepLogits: true');
+    return this.gpu.read(this.view('logits'));
+  }
+
+  /** Every gradient, read back by tensor name (tests, debugging). */
+  async readGradients(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const { tensor, plan } of this.gradientBuffers) {
+      const flat = await this.gpu.read(tensor);
+      for (const v of plan.views) out.set(v.name, flat.slice(v.offset, v.offset + v.length));
+    }
+    return out;
+  }
+
+  /** Releases every dispatch's uniforms and every buffer to the pool. The model and adapter are not touched. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const d of [...this.forwardList, ...this.backwardList]) d.release();
+    this.forwardList = [];
+    this.backwardList = [];
+    this.trainableList = [];
+    for (const b of this.buffers) this.gpu.free(b);
+    this.buffers.length = 0;
+    this.gradientBuffers.length = 0;
+    this.views.clear();
+    // A slot still being mapped goes back once its map settles; the pool may hand it out again only then.
+    for (const slot of this.ring) {
+      const give = () => this.gpu.pool.release(slot.buffer);
+      if (slot.pending) void slot.pending.then(give);
+      else give();
+    }
+  }
+}
+
+/** A convenience over Gpt2Run.create. */
+export function createGpt2Run(gpu: GpuContext, model: Gpt2Model, options: Gpt2RunOptions): Promise<Gpt2Run> {
+  return Gpt2Run.create(gpu, model, options);
+}
+
+function sameConfig(a: ModelConfig, b: ModelConfig): boolean {
+  return a.nLayer === b.nLayer && a.nEmbd === b.nEmbd && a.nHead === b.nHead && a.vocabSize === b.vocabSize;
+}
+
+function metricsFrom(values: Float32Array): Gpt2Metrics {
+  const lossSum = values[CROSS_ENTROPY_RESULT.lossSum];
+  const correct = values[CROSS_ENTROPY_RESULT.correct];
+  const tokens = values[CROSS_ENTROPY_RESULT.tokens];
+  return { loss: tokens > 0 ? lossSum / tokens : NaN, accuracy: tokens > 0 ? correct / tokens : NaN, tokens, lossSum, correct };
+}
+
+/** The planned views that hold a batch's token segments for dwte (ops/embedding.ts). */
+function tokenSegmentViews(view: (name: string) => GpuTensor, capacity: number): TokenSegmentTensors {
+  return { capacity, tokens: view('segmentTokens'), offsets: view('segmentOffsets'), positions: view('segmentPositions') };
+}
+
+/** A distinct u32 dropout seed per LoRA site and step. */
+function siteSeed(stepSeed: number, siteIndex: number): number {
+  return (Math.imul(siteIndex + 1, 0x9e3779b9) ^ stepSeed) >>> 0;
+}
+
+// ---- building the dispatch lists ---------------------------------------------------------------------------------
+
+/** What gpt2Forward and gpt2Backward read: shapes, views by role, and the lists of per-step uniforms. */
+class RunBuilder {
+  readonly config: ModelConfig;
+  readonly B: number;
+  readonly T: number;
+  readonly BT: number;
+  readonly training: boolean;
+  /** Dispatches whose dlossScale changes per batch. */
+  readonly lossScaled: Dispatch[] = [];
+  /** LoRA dispatch groups whose dropout seed changes per step. */
+  readonly seeded: SeededSite[] = [];
+  /** Every dispatch list being built, so a failed build can give all their uniforms back. */
+  private readonly lists: Dispatch[][] = [];
+  private readonly sites = new Map<string, { index: number; site: LoraSite }>();
+  private readonly firstBackwardLayer: number;
+
+  constructor(
+    readonly gpu: GpuContext,
+    readonly model: Gpt2Model,
+    readonly adapter: LoraAdapter | undefined,
+    readonly plan: Gpt2RunPlan,
+    readonly view: (name: string) => GpuTensor,
+  ) {
+    this.config = model.config;
+    this.B = plan.B;
+    this.T = plan.T;
+    this.BT = plan.B * plan.T;
+    this.training = plan.mode.kind !== 'inference';
+    this.firstBackwardLayer = plan.firstBackwardLayer;
+    adapter?.sites.forEach((site, index) => this.sites.set(`${site.layer}.${site.module}`, { index, site }));
+  }
+
+  /** A new dispatch list, in recording order. */
+  newList(): Dispatch[] {
+    const list: Dispatch[] = [];
+    this.lists.push(list);
+    return list;
+  }
+
+  /** Releases every dispatch prepared so far (after a failed build). */
+  releaseAll(): void {
+    for (const list of this.lists) for (const d of list) d.release();
+  }
+
+  /** A parameter's view: base weights from the model, LoRA tensors from the adapter. */
+  param(name: string): GpuTensor {
+    if (name.includes('.lora_')) return this.adapter!.tensors().get(name)!;
+    return this.model.tensor(name);
+  }
+
+  /** The gradient view of a parameter, or undefined when it is frozen. */
+  grad(name: string): GpuTensor | undefined {
+    return this.plan.trainable.byName.has(name) ? this.view(name) : undefined;
+  }
+
+  /** Activation `kind` of block l (the transient set for blocks the backward never reaches). */
+  act(l: number, kind: string): GpuTensor {
+    return this.view(`${activationSlot(l, this.firstBackwardLayer)}.${kind}`);
+  }
+
+  /** The residual stream entering block l (BT,C). */
+  blockInput(l: number): GpuTensor {
+    return l === 0 ? this.view('encoded') : this.act(l - 1, 'residual3');
+  }
+
+  site(l: number, module: LinearModule): { index: number; site: LoraSite } | undefined {
+    return this.sites.get(`${l}.${module}`);
+  }
+
+  loraU(l: number, module: LinearModule): GpuTensor {
+    return this.view(`${activationSlot(l, this.firstBackwardLayer)}.${module}.u`);
+  }
+
+  loraOptions(): { scale: number; dropout: number; seed: number } {
+    const config = this.adapter!.config;
+    return { scale: loraScale(config), dropout: this.training ? config.dropout : 0, seed: 0 };
+  }
+
+  /** Whether the backward produces any gradient at this module marker ('h.3.mlp.c_fc', 'h.3.ln_2', 'embedding'). */
+  trains(marker: string): boolean {
+    if (marker === 'embedding') return this.plan.trainable.byName.has(WTE) || this.plan.trainable.byName.has(WPE);
+    const match = /^h\.(\d+)\.(.+)$/.exec(marker)!;
+    const l = Number(match[1]);
+    const name = match[2];
+    if (name === 'ln_1' || name === 'ln_2') return this.plan.trainable.byName.has(`${marker}.weight`);
+    return this.plan.trainable.byName.has(`${marker}.weight`) || this.site(l, name as LinearModule) !== undefined;
+  }
+
+  /** Markers in backward order: per block from the top, mlp.c_proj … ln_1, then the embedding. */
+  private backwardMarkers(): string[] {
+    const markers: string[] = [];
+    for (let l = this.config.nLayer - 1; l >= 0; l--) {
+      for (const m of ['mlp.c_proj', 'mlp.c_fc', 'ln_2', 'attn.c_proj', 'attn.c_attn', 'ln_1']) markers.push(`h.${l}.${m}`);
+    }
+    markers.push('embedding');
+    return markers;
+  }
+
+  private needCache?: Map<string, boolean>;
+
+  /** Whether anything after `marker` in backward order trains, i.e. whether the input gradient there is needed. */
+  needsGradientBelow(marker: string): boolean {
+    if (!this.needCache) {
+      this.needCache = new Map();
+      let below = false;
+      const markers = this.backwardMarkers();
+      for (let i = markers.length - 1; i >= 0; i--) {
+        this.needCache.set(markers[i], below);
+        below ||= this.trains(markers[i]);
+      }
+    }
+    return this.needCache.get(marker)!;
+  }
+}
+
+/** out (BT,outDim) = inp·W + b, plus the LoRA update when the site is adapted. */
+async function linearForward(r: RunBuilder, list: Dispatch[], l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) {
+  const [K, N] = linearShape(r.config, module);
+  const weight = r.param(`h.${l}.${module}.weight`);
+  const bias = r.param(`h.${l}.${module}.bias`);
+  list.push(await matmulForward(r.gpu, { out, inp, weight, bias }, { M: r.BT, N, K }));
+  const site = r.site(l, module);
+  if (site) {
+    const lora = await loraForward(
+      r.gpu,
+      { out, u: r.loraU(l, module), inp, a: r.adapter!.tensor(site.site, 'A'), b: r.adapter!.tensor(site.site, 'B') },
+      { M: r.BT, N, K, R: r.adapter!.config.rank },
+      r.loraOptions(),
+    );
+    list.push(...lora.dispatches);
+    r.seeded.push({ index: site.index, lora });
+  }
+}
+
+/**
+ * The backward of a linear layer given dout: dinp = dout·Wᵀ (+ the LoRA path) when `needInput`, dW and db when the
+ * weights train, dA and dB when the site is adapted.
+ */
+async function linearBackward(
+  r: RunBuilder,
+  list: Dispatch[],
+  l: number,
+  module: LinearModule,
+  t: { inp: GpuTensor; dout: GpuTensor; dinp: GpuTensor },
+  needInput: boolean,
+) {
+  const [K, N] = linearShape(r.config, module);
+  const name = `h.${l}.${module}`;
+  const shape = { M: r.BT, N, K };
+  if (needInput) list.push(await matmulBackwardInput(r.gpu, { dinp: t.dinp, dout: t.dout, weight: r.param(`${name}.weight`) }, shape));
+  const dweight = r.grad(`${name}.weight`);
+  const dbias = r.grad(`${name}.bias`);
+  if (dweight) list.push(await matmulBackwardWeight(r.gpu, { dweight, inp: t.inp, dout: t.dout }, shape));
+  if (dbias) list.push(await matmulBackwardBias(r.gpu, { dbias, dout: t.dout }, shape));
+  const site = r.site(l, module);
+  if (site) {
+    const a = r.adapter!.tensor(site.site, 'A');
+    const b = r.adapter!.tensor(site.site, 'B');
+    const lora = await loraBackward(
+      r.gpu,
+      {
+        dinp: t.dinp,
+        da: r.grad(`${name}.lora_A`)!,
+        db: r.grad(`${name}.lora_B`)!,
+        du: r.view('loraDu'),
+        dout: t.dout,
+        inp: t.inp,
+        u: r.loraU(l, module),
+        a,
+        b,
+      },
+      { ...shape, R: r.adapter!.config.rank },
+      r.loraOptions(),
+    );
+    // Without a consumer of dinp, the LoRA input-gradient dispatch is skipped (its uniforms still go back).
+    for (const d of lora.dispatches) {
+      if (needInput || d.kernel !== 'lora_backward_x') list.push(d);
+      else d.release();
+    }
+    r.seeded.push({ index: site.index, lora });
+  }
+}
+
+/** LayerNorm backward of a block's ln_1 or ln_2: dresidual += the input gradient; dweight, dbias when it trains. */
+async function blockLayernormBackward(r: RunBuilder, list: Dispatch[], l: number, ln: 'ln_1' | 'ln_2', inp: GpuTensor) {
+  const prefix = ln === 'ln_1' ? 'ln1' : 'ln2';
+  const dweight = r.grad(`h.${l}.${ln}.weight`);
+  const dbias = r.grad(`h.${l}.${ln}.bias`);
+  list.push(
+    ...(await layernormBackward(
+      r.gpu,
+      {
+        dinp: r.view('dresidual'),
+        dweight,
+        dbias,
+        dout: r.view('btc'),
+        inp,
+        weight: r.param(`h.${l}.${ln}.weight`),
+        mean: r.act(l, `${prefix}Mean`),
+        rstd: r.act(l, `${prefix}Rstd`),
+        scratch: dweight ? r.view('lnPartials') : undefined,
+      },
+      { N: r.BT, C: r.config.nEmbd, accumulate: true },
+    )),
+  );
+}
+
+/**
+ * The forward pass: embedding; per block ln_1, c_attn (+LoRA), attention, attn.c_proj (+LoRA), residual, ln_2, c_fc
+ * (+LoRA), gelu, mlp.c_proj (+LoRA), residual; ln_f; the classifier chunk by chunk (logits = lnf·wteᵀ, fused
+ * cross-entropy; in training dlogits in place, dlnf = dlogits·wte and dwte += dlogitsᵀ·lnf right after); metrics.
+ */
+async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
+  const { gpu, config, B, T, BT } = r;
+  const C = config.nEmbd;
+  const V = config.vocabSize;
+  const NH = config.nHead;
+  const eps = config.layerNormEpsilon;
+  const wte = r.param(WTE);
+  const list = r.newList();
+
+  list.push(await embeddingForward(gpu, { out: r.view('encoded'), ids: r.view('ids'), wte, wpe: r.param(WPE) }, { B, T, C, V }));
+  for (let l = 0; l < config.nLayer; l++) {
+    const act = (kind: string) => r.act(l, kind);
+    const w = (name: string) => r.param(`h.${l}.${name}`);
+    const input = r.blockInput(l);
+    list.push(
+      await layernormForward(
+        gpu,
+        { out: act('ln1'), mean: act('ln1Mean'), rstd: act('ln1Rstd'), inp: input, weight: w('ln_1.weight'), bias: w('ln_1.bias') },
+        { N: BT, C, eps },
+      ),
+    );
+    await linearForward(r, list, l, 'attn.c_attn', act('ln1'), act('qkv'));
+    list.push(await attentionForward(gpu, { out: act('atty'), lse: act('attLse'), qkv: act('qkv') }, { B, T, C, NH }));
+    await linearForward(r, list, l, 'attn.c_proj', act('atty'), act('attproj'));
+    list.push(await residualForward(gpu, { out: act('residual2'), a: input, b: act('attproj') }, BT * C));
+    list.push(
+      await layernormForward(
+        gpu,
+        { out: act('ln2'), mean: act('ln2Mean'), rstd: act('ln2Rstd'), inp: act('residual2'), weight: w('ln_2.weight'), bias: w('ln_2.bias') },
+        { N: BT, C, eps },
+      ),
+    );
+    await linearForward(r, list, l, 'mlp.c_fc', act('ln2'), act('fch'));
+    list.push(await geluForward(gpu, { out: act('fchGelu'), inp: act('fch') }, { n: BT * 4 * C }));
+    await linearForward(r, list, l, 'mlp.c_proj', act('fchGelu'), act('fcproj'));
+    list.push(await residualForward(gpu, { out: act('residual3'), a: act('residual2'), b: act('fcproj') }, BT * C));
+  }
+  const lnf = r.view('lnf');
+  list.push(
+    await layernormForward(
+      gpu,
+      {
+        out: lnf,
+        mean: r.view('lnfMean'),
+        rstd: r.view('lnfRstd'),
+        inp: r.act(config.nLayer - 1, 'residual3'),
+        weight: r.param('ln_f.weight'),
+        bias: r.param('ln_f.bias'),
+      },
+      { N: BT, C, eps },
+    ),
+  );
+
+  const logits = r.view('logits'); // (chunk, V); dlogits in place when training
+  const dwte = r.grad(WTE);
+  const ce = { logits, targets: r.view('targets'), mask: r.view('mask'), loss: r.view('losses'), correct: r.view('correct') };
+  for (let start = 0; start < BT; start += r.plan.chunk) {
+    const rows = Math.min(r.plan.chunk, BT - start);
+    const lnfChunk = gpu.view(lnf, start * C, rows * C, `lnf[${start}:]`); // (rows, C)
+    // logits (rows,V) = lnfChunk (rows,C) · wteᵀ: the "backward input" layout with wte (V,C) as the (K=V, N=C) weight.
+    list.push(await matmulBackwardInput(gpu, { dinp: logits, dout: lnfChunk, weight: wte }, { M: rows, N: C, K: V }));
+    const crossEntropy = await crossEntropyForwardBackward(gpu, ce, {
+      rows,
+      vocab: V,
+      rowOffset: start,
+      dlossScale: 0,
+      writeGradient: r.training,
+    });
+    list.push(crossEntropy);
+    r.lossScaled.push(crossEntropy);
+    if (r.training) {
+      const dlnfChunk = gpu.view(r.view('btc'), start * C, rows * C, `dlnf[${start}:]`);
+      // dlnf (rows,C) = dlogits (rows,V) · wte (V,C): the "forward" layout.
+      list.push(await matmulForward(gpu, { out: dlnfChunk, inp: logits, weight: wte }, { M: rows, N: C, K: V }));
+      // dwte (V,C) += dlogitsᵀ · lnf: the tied head's share of wte's gradient.
+      if (dwte) list.push(await matmulBackwardWeight(gpu, { dweight: dwte, inp: logits, dout: lnfChunk }, { M: rows, N: C, K: V }));
+    }
+  }
+  const metrics = await crossEntropyMetrics(
+    gpu,
+    { loss: r.view('losses'), correct: r.view('correct'), mask: r.view('mask'), result: r.view('metrics') },
+    BT,
+    0,
+  );
+  list.push(metrics);
+  r.lossScaled.push(metrics);
+  return list;
+}
+
+/**
+ * The backward pass, gpt2Forward reversed from ln_f down (the classifier's backward already ran chunk by chunk).
+ * dresidual carries the residual stream's gradient down the blocks; btc, bt4c and bt4cGelu hold one block's
+ * activation gradients in turn. Work whose only consumers are frozen is skipped: the blocks below the lowest
+ * trainable tensor, and input gradients nobody below needs.
+ */
+async function gpt2Backward(r: RunBuilder): Promise<Dispatch[]> {
+  const { gpu, config, B, T, BT } = r;
+  const C = config.nEmbd;
+  const list = r.newList();
+  const dresidual = r.view('dresidual');
+  const btc = r.view('btc');
+  const bt4c = r.view('bt4c');
+  const bt4cGelu = r.view('bt4cGelu');
+  const dqkv = gpu.view(bt4c, 0, BT * 3 * C, 'dqkv');
+
+  // ln_f: dresidual (assigned) from dlnf, which the classifier chunks left in btc.
+  const lnfTrains = r.grad('ln_f.weight');
+  list.push(
+    ...(await layernormBackward(
+      gpu,
+      {
+        dinp: dresidual,
+        dweight: lnfTrains,
+        dbias: r.grad('ln_f.bias'),
+        dout: btc,
+        inp: r.act(config.nLayer - 1, 'residual3'),
+        weight: r.param('ln_f.weight'),
+        mean: r.view('lnfMean'),
+        rstd: r.view('lnfRstd'),
+        scratch: lnfTrains ? r.view('lnPartials') : undefined,
+      },
+      { N: BT, C, accumulate: false },
+    )),
+  );
+
+  for (let l = config.nLayer - 1; l >= 0; l--) {
+    const act = (kind: string) => r.act(l, kind);
+    const below = (marker: string) => r.needsGradientBelow(`h.${l}.${marker}`);
+    const reached = (marker: string) => r.trains(`h.${l}.${marker}`) || below(marker);
+
+    // mlp.c_proj (dout = dresidual): dfchGelu → bt4c; then gelu: dfch → bt4cGelu.
+    if (reached('mlp.c_proj')) {
+      await linearBackward(r, list, l, 'mlp.c_proj', { inp: act('fchGelu'), dout: dresidual, dinp: bt4c }, below('mlp.c_proj'));
+    }
+    if (below('mlp.c_proj')) list.push(await geluBackward(gpu, { dinp: bt4cGelu, dout: bt4c, inp: act('fch') }, { n: BT * 4 * C, accumulate: false }));
+    // mlp.c_fc (dout = dfch): dln2 → btc; ln_2 adds its input gradient into dresidual.
+    if (reached('mlp.c_fc')) {
+      await linearBackward(r, list, l, 'mlp.c_fc', { inp: act('ln2'), dout: bt4cGelu, dinp: btc }, below('mlp.c_fc'));
+    }
+    if (reached('ln_2')) await blockLayernormBackward(r, list, l, 'ln_2', act('residual2'));
+    // attn.c_proj (dout = dresidual): datty → btc; attention: dqkv → bt4c.
+    if (reached('attn.c_proj')) {
+      await linearBackward(r, list, l, 'attn.c_proj', { inp: act('atty'), dout: dresidual, dinp: btc }, below('attn.c_proj'));
+    }
+    if (below('attn.c_proj')) {
+      list.push(
+        ...(await attentionBackward(
+          gpu,
+          { dqkv, dout: btc, qkv: act('qkv'), out: act('atty'), lse: act('attLse'), delta: r.view('attDelta') },
+          { B, T, C, NH: config.nHead },
+        )),
+      );
+    }
+    // attn.c_attn (dout = dqkv): dln1 → btc; ln_1 adds its input gradient into dresidual.
+    if (reached('attn.c_attn')) {
+      await linearBackward(r, list, l, 'attn.c_attn', { inp: act('ln1'), dout: dqkv, dinp: btc }, below('attn.c_attn'));
+    }
+    if (reached('ln_1')) await blockLayernormBackward(r, list, l, 'ln_1', r.blockInput(l));
+  }
+
+  // dresidual is now d encoded: the embedding tables' gradients (full fine-tuning).
+  const dwte = r.grad(WTE);
+  const dwpe = r.grad(WPE);
+  if (dwte || dwpe) {
+    const segments = dwte ? tokenSegmentViews(r.view, BT) : undefined;
+    list.push(...(await embeddingBackward(gpu, { dwte, dwpe, dout: dresidual, segments }, { B, T, C, V: config.vocabSize })));
+  }
+  return list;
+}
+

@@ -1,0 +1,393 @@
+// LoRA adapters for GPT-2: the adapter configuration (rank, alpha, dropout, rsLoRA, which modules of which layers),
+// PEFT's names and initialization, and the adapter's tensors on the GPU: A (R,in) and B (out,R) of every adapted
+// module ("site") in one flat buffer, each a 256-byte-aligned view, set from and read back to named Float32Arrays.
+//
+// An adapted Conv1D computes y = x·W + b + scale·(dropout(x)·Aᵀ)·Bᵀ with scale = alpha/R (alpha/√R for rsLoRA).
+// PEFT names the tensors `base_model.model.transformer.h.N.<module>.lora_A.weight`; inside Tunelab they are
+// `h.N.<module>.lora_A` (the names the memory planner uses).
+
+import { TunelabError } from '../errors.ts';
+import type { GpuContext, GpuTensor } from '../gpu/context.ts';
+import { Rng } from '../random.ts';
+import type { ModelConfig } from './config.ts';
+import { LORA_TARGETS, loraLayers, type LayerSelection, type LoraTarget } from './planner.ts';
+import {
+  LINEAR_MODULES,
+  layoutParameters,
+  linearShape,
+  type LinearModule,
+  type ParameterLayout,
+  type ParameterSet,
+  type ParameterSpec,
+} from './weights.ts';
+
+export { LORA_TARGETS, type LayerSelection, type LoraTarget } from './planner.ts';
+
+/** One adapted linear layer: block `layer`, module path inside the block. */
+export interface LoraSite {
+  readonly layer: number;
+  readonly module: LinearModule;
+}
+
+export interface LoraConfig {
+  /** R: rank of A and B (8). */
+  rank: number;
+  /** Scale numerator (16): scale = alpha/R, or alpha/√R with rsLora. */
+  alpha: number;
+  /** Dropout probability on each adapted layer's input, in [0, 1), training only (0). */
+  dropout: number;
+  /** rsLoRA: scale by alpha/√R so that a larger rank does not shrink the update (false). */
+  rsLora: boolean;
+  /** Modules adapted in every selected layer (['c_attn']). */
+  targets: readonly LoraTarget[];
+  /** Which blocks: 'all', the last N, or a list of indices ('all'). */
+  layers: LayerSelection;
+  /**
+   * Exact (layer, module) sites; when given, `targets` and `layers` are ignored. For adapters whose layers have
+   * different modules (PEFT's regex target_modules), such as the oracle fixture's.
+   */
+  sites?: readonly LoraSite[];
+}
+
+export const DEFAULT_LORA: Readonly<LoraConfig> = Object.freeze({
+  rank: 8,
+  alpha: 16,
+  dropout: 0,
+  rsLora: false,
+  targets: ['c_attn'] as readonly LoraTarget[],
+  layers: 'all' as LayerSelection,
+});
+
+/** The module path inside a block for each LoRA target name. */
+export const TARGET_MODULE: Readonly<Record<LoraTarget, LinearModule>> = {
+  c_attn: 'attn.c_attn',
+  'attn.c_proj': 'attn.c_proj',
+  c_fc: 'mlp.c_fc',
+  'mlp.c_proj': 'mlp.c_proj',
+};
+
+/** Highest rank the LoRA kernels hold (ops/lora.ts LORA_MAX_RANK). */
+const MAX_RANK = 64;
+
+function badAdapter(message: string): TunelabError {
+  return new TunelabError('bad-model', `LoRA adapter: ${message}`);
+}
+
+/** The default config with some fields overridden, validated against nothing model-specific yet. */
+export function loraConfig(overrides: Partial<LoraConfig> = {}): LoraConfig {
+  const config: LoraConfig = { ...DEFAULT_LORA, ...overrides };
+  if (!Number.isSafeInteger(config.rank) || config.rank < 1 || config.rank > MAX_RANK) {
+    throw new RangeError(`LoRA rank must be an integer from 1 to ${MAX_RANK}, got ${config.rank}`);
+  }
+  if (!(Number.isFinite(config.alpha) && config.alpha > 0)) throw new RangeError(`LoRA alpha must be positive, got ${config.alpha}`);
+  if (!(config.dropout >= 0 && config.dropout < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${config.dropout}`);
+  for (const t of config.targets) {
+    if (!LORA_TARGETS.includes(t)) throw new RangeError(`unknown LoRA target ${t}; use ${LORA_TARGETS.join(', ')}`);
+  }
+  return config;
+}
+
+/** alpha/R, or alpha/√R for rsLoRA. */
+export function loraScale(config: Pick<LoraConfig, 'rank' | 'alpha' | 'rsLora'>): number {
+  return config.rsLora ? config.alpha / Math.sqrt(config.rank) : config.alpha / config.rank;
+}
+
+/** The adapted sites, layer-major and in module order within a layer, whatever order the config lists them in. */
+export function loraSites(model: ModelConfig, lora: LoraConfig): LoraSite[] {
+  let sites: LoraSite[];
+  if (lora.sites) {
+    sites = lora.sites.map((s) => ({ layer: s.layer, module: s.module }));
+    for (const s of sites) {
+      if (!Number.isSafeInteger(s.layer) || s.layer < 0 || s.layer >= model.nLayer) {
+        throw new RangeError(`LoRA site h.${s.layer}.${s.module}: the model has layers 0..${model.nLayer - 1}`);
+      }
+      if (!LINEAR_MODULES.includes(s.module)) throw new RangeError(`LoRA site: unknown module ${s.module}`);
+    }
+  } else {
+    if (!lora.targets.length) throw new RangeError('LoRA needs at least one target module');
+    const modules = LINEAR_MODULES.filter((m) => lora.targets.some((t) => TARGET_MODULE[t] === m));
+    sites = loraLayers(model, lora.layers).flatMap((layer) => modules.map((module) => ({ layer, module })));
+  }
+  sites.sort((a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module));
+  for (let i = 1; i < sites.length; i++) {
+    if (sites[i].layer === sites[i - 1].layer && sites[i].module === sites[i - 1].module) {
+      throw new RangeError(`LoRA site h.${sites[i].layer}.${sites[i].module} is listed twice`);
+    }
+  }
+  if (!sites.length) throw new RangeError('LoRA adapts no module');
+  return sites;
+}
+
+/** 'h.1.mlp.c_fc.lora_A' */
+export function loraTensorName(site: LoraSite, which: 'A' | 'B'): string {
+  return `h.${site.layer}.${site.module}.lora_${which}`;
+}
+
+const PEFT_PREFIX = 'base_model.model.transformer.';
+
+/** 'base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight' */
+export function peftTensorName(site: LoraSite, which: 'A' | 'B'): string {
+  return `${PEFT_PREFIX}${loraTensorName(site, which)}.weight`;
+}
+
+const TENSOR_NAME = /^(?:base_model\.model\.)?(?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_(A|B)(?:\.weight)?$/;
+
+/** The site and matrix a PEFT or Tunelab LoRA tensor name refers to, or null for any other name. */
+export function parseLoraTensorName(name: string): { site: LoraSite; which: 'A' | 'B' } | null {
+  const match = TENSOR_NAME.exec(name);
+  if (!match) return null;
+  return { site: { layer: Number(match[1]), module: match[2] as LinearModule }, which: match[3] as 'A' | 'B' };
+}
+
+/** The sites named by a set of adapter tensor names (each site needs both its A and its B). */
+export function loraSitesFromTensorNames(names: Iterable<string>): LoraSite[] {
+  const seen = new Map<string, { site: LoraSite; a: boolean; b: boolean }>();
+  for (const name of names) {
+    const parsed = parseLoraTensorName(name);
+    if (!parsed) continue;
+    const key = `${parsed.site.layer}.${parsed.site.module}`;
+    const entry = seen.get(key) ?? { site: parsed.site, a: false, b: false };
+    if (parsed.which === 'A') entry.a = true;
+    else entry.b = true;
+    seen.set(key, entry);
+  }
+  for (const { site, a, b } of seen.values()) {
+    if (!a || !b) throw badAdapter(`h.${site.layer}.${site.module} has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`);
+  }
+  return [...seen.values()].map((e) => e.site);
+}
+
+/** Whether PEFT's `target_modules` entry `key` selects the module at `path` (PEFT: exact name or `.key` suffix). */
+function peftKeyMatches(key: string, path: string): boolean {
+  return path === key || path.endsWith(`.${key}`);
+}
+
+/**
+ * A LoraConfig from PEFT's adapter_config.json. `target_modules` may be a list of module-name suffixes (with
+ * `layers_to_transform`) or a regex string matched against whole module paths; the sites always come out explicit.
+ * When `tensorNames` (the adapter's tensors) are given, they must name exactly the same sites.
+ */
+export function loraConfigFromPeft(model: ModelConfig, json: unknown, tensorNames?: Iterable<string>): LoraConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badAdapter('adapter_config.json is not a JSON object');
+  const c = json as Record<string, unknown>;
+  if (c.peft_type !== undefined && c.peft_type !== 'LORA') throw badAdapter(`peft_type ${JSON.stringify(c.peft_type)} is not LORA`);
+  const rank = c.r;
+  const alpha = c.lora_alpha ?? rank;
+  if (typeof rank !== 'number' || typeof alpha !== 'number') throw badAdapter('adapter_config.json needs numbers r and lora_alpha');
+  if (c.bias !== undefined && c.bias !== 'none') throw badAdapter(`bias "${String(c.bias)}" is not supported (only "none")`);
+
+  const paths: { site: LoraSite; path: string }[] = [];
+  for (let layer = 0; layer < model.nLayer; layer++) {
+    for (const module of LINEAR_MODULES) paths.push({ site: { layer, module }, path: `transformer.h.${layer}.${module}` });
+  }
+  let selected: LoraSite[];
+  const targets = c.target_modules;
+  if (typeof targets === 'string') {
+    let pattern: RegExp;
+    try {
+      pattern = new RegExp(`^(?:${targets})$`);
+    } catch {
+      throw badAdapter(`target_modules ${JSON.stringify(targets)} is not a regular expression Tunelab can read`);
+    }
+    selected = paths.filter((p) => pattern.test(p.path)).map((p) => p.site);
+  } else if (Array.isArray(targets) && targets.every((t) => typeof t === 'string')) {
+    const layersField = c.layers_to_transform;
+    const layers =
+      layersField === undefined || layersField === null
+        ? null
+        : new Set(typeof layersField === 'number' ? [layersField] : (layersField as number[]));
+    selected = paths
+      .filter((p) => (!layers || layers.has(p.site.layer)) && (targets as string[]).some((key) => peftKeyMatches(key, p.path)))
+      .map((p) => p.site);
+  } else {
+    throw badAdapter('target_modules must be a list of module names or a regular expression');
+  }
+  if (!selected.length) throw badAdapter(`target_modules ${JSON.stringify(targets)} selects no linear layer of this GPT-2`);
+
+  if (tensorNames) {
+    const fromTensors = loraSitesFromTensorNames(tensorNames);
+    const key = (s: LoraSite) => `h.${s.layer}.${s.module}`;
+    const a = new Set(selected.map(key));
+    const b = new Set(fromTensors.map(key));
+    const missing = [...a].filter((k) => !b.has(k));
+    const extra = [...b].filter((k) => !a.has(k));
+    if (missing.length || extra.length) {
+      throw badAdapter(
+        `adapter_config.json and the adapter's tensors disagree` +
+          (missing.length ? `; no tensors for ${missing.join(', ')}` : '') +
+          (extra.length ? `; tensors for unconfigured ${extra.join(', ')}` : ''),
+      );
+    }
+  }
+  return loraConfig({
+    rank,
+    alpha,
+    dropout: typeof c.lora_dropout === 'number' ? c.lora_dropout : 0,
+    rsLora: c.use_rslora === true,
+    targets: LORA_TARGETS.filter((t) => selected.some((s) => s.module === TARGET_MODULE[t])),
+    layers: [...new Set(selected.map((s) => s.layer))],
+    sites: selected,
+  });
+}
+
+/** PEFT's adapter_config.json for an adapter (regex target_modules, so any set of sites round-trips). */
+export function peftAdapterConfig(model: ModelConfig, lora: LoraConfig, baseModel = ''): Record<string, unknown> {
+  const sites = loraSites(model, lora);
+  const escaped = (path: string) => path.replace(/\./g, '\\.');
+  return {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: baseModel,
+    r: lora.rank,
+    lora_alpha: lora.alpha,
+    lora_dropout: lora.dropout,
+    target_modules: sites.map((s) => escaped(`transformer.h.${s.layer}.${s.module}`)).join('|'),
+    layers_to_transform: null,
+    fan_in_fan_out: true,
+    bias: 'none',
+    use_rslora: lora.rsLora,
+    init_lora_weights: true,
+    modules_to_save: null,
+    inference_mode: true,
+  };
+}
+
+/** A (R,in) and B (out,R) of every site, in site order. */
+export function loraParameterSpecs(model: ModelConfig, lora: LoraConfig): ParameterSpec[] {
+  const R = lora.rank;
+  return loraSites(model, lora).flatMap((site) => {
+    const [inDim, outDim] = linearShape(model, site.module);
+    return [
+      { name: loraTensorName(site, 'A'), shape: [R, inDim], elementCount: R * inDim, layer: site.layer, kind: 'linear-weight' as const },
+      { name: loraTensorName(site, 'B'), shape: [outDim, R], elementCount: outDim * R, layer: site.layer, kind: 'linear-weight' as const },
+    ];
+  });
+}
+
+/**
+ * PEFT's initialization on the CPU: A Kaiming-uniform with a = √5, i.e. uniform in ±1/√in, drawn site by site in
+ * row-major order from Rng(seed); B zero, so the adapted model starts out equal to the base model.
+ */
+export function initLoraParameters(model: ModelConfig, lora: LoraConfig, seed: number): ParameterSet {
+  const layout = layoutParameters(loraParameterSpecs(model, lora));
+  const data = new Float32Array(layout.totalElements);
+  const rng = new Rng(seed);
+  for (const entry of layout.entries) {
+    if (!entry.name.endsWith('lora_A')) continue;
+    const bound = 1 / Math.sqrt(entry.shape[1]);
+    for (let i = 0; i < entry.elementCount; i++) data[entry.offset + i] = rng.uniform(-bound, bound);
+  }
+  return { layout, data };
+}
+
+/** The canonical name for a Tunelab or PEFT LoRA tensor name. */
+function canonicalName(name: string): string | null {
+  const parsed = parseLoraTensorName(name);
+  return parsed && loraTensorName(parsed.site, parsed.which);
+}
+
+/**
+ * A LoRA adapter on the GPU: every A and B in one flat buffer (`parameters`), each a view starting on 256 bytes.
+ * The trainer updates the views in place; `read()` gives them back for saving.
+ */
+export class LoraAdapter {
+  readonly sites: readonly LoraSite[];
+  readonly scale: number;
+  readonly layout: ParameterLayout;
+  /** The whole flat buffer (layout.totalElements f32). */
+  readonly parameters: GpuTensor;
+  private readonly views = new Map<string, GpuTensor>();
+
+  private constructor(
+    private readonly gpu: GpuContext,
+    readonly model: ModelConfig,
+    readonly config: LoraConfig,
+  ) {
+    this.sites = loraSites(model, config);
+    this.scale = loraScale(config);
+    this.layout = layoutParameters(loraParameterSpecs(model, config));
+    const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
+    if (this.layout.totalElements * 4 > gpu.device.limits.maxBufferSize) {
+      throw new TunelabError('too-large', `the LoRA adapter needs ${this.layout.totalElements * 4} bytes, more than one GPU buffer holds`);
+    }
+    this.parameters = gpu.tensor(this.layout.totalElements, 'lora');
+    for (const e of this.layout.entries) {
+      if (e.elementCount * 4 > maxBinding) throw new TunelabError('too-large', `LoRA tensor ${e.name} exceeds this GPU's binding size`);
+      this.views.set(e.name, gpu.view(this.parameters, e.offset, e.elementCount, `lora.${e.name}`));
+    }
+  }
+
+  /**
+   * A new adapter: PEFT-initialized from `init.seed`, or with the given tensors (Tunelab or PEFT names; every tensor
+   * of the config must be present).
+   */
+  static create(
+    gpu: GpuContext,
+    model: ModelConfig,
+    config: LoraConfig,
+    init: { seed: number } | { tensors: ReadonlyMap<string, ArrayLike<number>> | Readonly<Record<string, ArrayLike<number>>> },
+  ): LoraAdapter {
+    const adapter = new LoraAdapter(gpu, model, config);
+    if ('seed' in init) gpu.write(adapter.parameters, initLoraParameters(model, config, init.seed).data);
+    else adapter.setTensors(init.tensors);
+    return adapter;
+  }
+
+  /** The view of A or B of a site. */
+  tensor(site: LoraSite, which: 'A' | 'B'): GpuTensor {
+    const view = this.views.get(loraTensorName(site, which));
+    if (!view) throw new RangeError(`the adapter has no ${loraTensorName(site, which)}`);
+    return view;
+  }
+
+  /** Views by Tunelab name, in layout order. */
+  tensors(): ReadonlyMap<string, GpuTensor> {
+    return this.views;
+  }
+
+  /**
+   * Replaces every tensor (queued writes). Names may be Tunelab's or PEFT's; each tensor of the adapter must be
+   * given exactly once with the right number of values, and no other LoRA tensor may appear.
+   */
+  setTensors(tensors: ReadonlyMap<string, ArrayLike<number>> | Readonly<Record<string, ArrayLike<number>>>): void {
+    const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+    const data = new Float32Array(this.layout.totalElements);
+    const given = new Set<string>();
+    for (const [name, values] of entries) {
+      const canonical = canonicalName(name);
+      const entry = canonical ? this.layout.byName.get(canonical) : undefined;
+      if (!canonical || !entry) throw badAdapter(`tensor ${name} is not part of this adapter (${this.sites.length} adapted modules)`);
+      if (given.has(canonical)) throw badAdapter(`tensor ${canonical} is given twice`);
+      if (values.length !== entry.elementCount) {
+        throw badAdapter(`tensor ${name} has ${values.length} values; [${entry.shape.join(', ')}] needs ${entry.elementCount}`);
+      }
+      given.add(canonical);
+      data.set(values, entry.offset);
+    }
+    const missing = this.layout.entries.filter((e) => !given.has(e.name)).map((e) => e.name);
+    if (missing.length) throw badAdapter(`no values for ${missing.join(', ')}`);
+    this.gpu.write(this.parameters, data);
+  }
+
+  /** Every tensor, read back, by Tunelab name ('h.0.attn.c_attn.lora_A') or PEFT name. */
+  async read(names: 'tunelab' | 'peft' = 'tunelab'): Promise<Map<string, Float32Array>> {
+    const flat = await this.gpu.read(this.parameters);
+    const out = new Map<string, Float32Array>();
+    for (const e of this.layout.entries) {
+      const parsed = parseLoraTensorName(e.name)!;
+      const name = names === 'peft' ? peftTensorName(parsed.site, parsed.which) : e.name;
+      out.set(name, flat.slice(e.offset, e.offset + e.elementCount));
+    }
+    return out;
+  }
+
+  /** Bytes of its GPU buffer. */
+  get bytes(): number {
+    return this.parameters.buffer.size;
+  }
+
+  destroy(): void {
+    this.gpu.free(this.parameters);
+    this.views.clear();
+  }
+}
