@@ -354,17 +354,30 @@ export class GpuContext {
     };
   }
 
-  /** Records dispatches into one compute pass of one command encoder and submits once. */
-  submit(dispatches: readonly Dispatch[], label = 'step'): void {
+  /**
+   * Records dispatches into one compute pass of one command encoder and submits once. `before` and `after` add
+   * encoder commands around the pass (clearing gradient buffers, copying metrics into a readback ring), so a whole
+   * training step stays a single submit.
+   */
+  submit(
+    dispatches: readonly (readonly Dispatch[])[] | readonly Dispatch[],
+    label = 'step',
+    hooks: { before?: (encoder: GPUCommandEncoder) => void; after?: (encoder: GPUCommandEncoder) => void } = {},
+  ): void {
     this.assertUsable();
     const encoder = this.device.createCommandEncoder({ label });
+    hooks.before?.(encoder);
     const pass = encoder.beginComputePass({ label });
-    for (const d of dispatches) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+    const lists = (dispatches.length && Array.isArray(dispatches[0]) ? dispatches : [dispatches]) as readonly (readonly Dispatch[])[];
+    for (const list of lists) {
+      for (const d of list) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+      }
     }
     pass.end();
+    hooks.after?.(encoder);
     this.device.queue.submit([encoder.finish()]);
   }
 

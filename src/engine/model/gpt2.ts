@@ -620,28 +620,22 @@ export class Gpt2Run {
       throw new RangeError(`readback of ${extraFloats} floats exceeds ${RING_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length}`);
     }
 
-    const device = this.gpu.device;
-    const encoder = device.createCommandEncoder({ label: 'gpt2.step' });
-    if (this.mode.kind !== 'inference' && options.zeroGradients !== false) {
-      for (const { tensor } of this.gradientBuffers) encoder.clearBuffer(tensor.buffer, tensor.offset, tensor.length * 4);
-    }
-    const pass = encoder.beginComputePass({ label: 'gpt2.step' });
-    for (const list of [this.forward, this.backward, options.after ?? []]) {
-      for (const d of list) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
-      }
-    }
-    pass.end();
     const metrics = this.view('metrics');
-    encoder.copyBufferToBuffer(metrics.buffer, metrics.offset, slot.buffer, 0, metrics.length * 4);
     let at = metrics.length * 4;
-    for (const t of readback) {
-      encoder.copyBufferToBuffer(t.buffer, t.offset, slot.buffer, at, t.length * 4);
-      at += t.length * 4;
-    }
-    device.queue.submit([encoder.finish()]);
+    this.gpu.submit([this.forward, this.backward, options.after ?? []], 'gpt2.step', {
+      before: (encoder) => {
+        if (this.mode.kind !== 'inference' && options.zeroGradients !== false) {
+          for (const { tensor } of this.gradientBuffers) encoder.clearBuffer(tensor.buffer, tensor.offset, tensor.length * 4);
+        }
+      },
+      after: (encoder) => {
+        encoder.copyBufferToBuffer(metrics.buffer, metrics.offset, slot.buffer, 0, metrics.length * 4);
+        for (const t of readback) {
+          encoder.copyBufferToBuffer(t.buffer, t.offset, slot.buffer, at, t.length * 4);
+          at += t.length * 4;
+        }
+      },
+    });
 
     const step = ++this.submitted;
     slot.pending = slot.buffer
