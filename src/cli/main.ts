@@ -10,6 +10,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   bench: { summary: 'benchmarks (JSON): bench matmul', load: async () => (await import('./bench.ts')).bench },
   validate: { summary: 'check a data set and print what training will see', load: async () => (await import('./validate.ts')).validate },
   init: { summary: 'write a new randomly initialized GPT-2 model directory', load: async () => (await import('./init.ts')).init },
+  tokenizer: { summary: 'tokenizer train: learn a byte-level BPE tokenizer.json from text', load: async () => (await import('./tokenizer.ts')).tokenizer },
 };
 
 function usage(): string {
