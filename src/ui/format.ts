@@ -1,4 +1,5 @@
-// Number formatting shared by the panels: byte sizes in binary units, as GPU limits are powers of two.
+// Number formatting shared by the panels: byte sizes in binary units (GPU limits are powers of two), counts,
+// percentages and plurals.
 
 const BYTE_UNITS = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'] as const;
 
@@ -17,4 +18,24 @@ export function formatBytes(bytes: number): string {
 /** 4294967292 → "4,294,967,292 bytes", for a tooltip beside the rounded figure. */
 export function formatExactBytes(bytes: number): string {
   return `${bytes.toLocaleString('en-US')} bytes`;
+}
+
+/** 124736 → "124,736". */
+export function formatCount(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** 63.28 → "63.3": at most one decimal, none for whole numbers. */
+export function formatMean(n: number): string {
+  return String(Math.round(n * 10) / 10);
+}
+
+/** 0.1 → "10%", 0.125 → "12.5%". */
+export function formatPercent(fraction: number): string {
+  return `${Math.round(fraction * 1000) / 10}%`;
+}
+
+/** "1 example", "3 examples". */
+export function plural(n: number, singular: string, pluralForm = `${singular}s`): string {
+  return `${formatCount(n)} ${n === 1 ? singular : pluralForm}`;
 }

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, inject, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { openBrowser, type BrowserSession, type WebGpuMode } from './browser.ts';
+import { workspaceReady } from './app.ts';
 
 const appUrl = inject('appUrl');
 const screenshotDir = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
@@ -83,6 +84,8 @@ describe('app shell with WebGPU', () => {
       // The probe ran in the engine worker, not on the page.
       expect(page.workers().length).toBe(1);
 
+      // The whole workspace as a first visit shows it, once the built-in model and the data report are in.
+      await workspaceReady(page);
       await mkdir(screenshotDir, { recursive: true });
       await page.screenshot({ path: `${screenshotDir}shell.png`, fullPage: true });
     });
