@@ -535,3 +535,43 @@ export const gradnormFinalize = defineKernel({
   overrides: { WG: 256 },
 });
 // (end of gradnorm)
+
+// ---- decode ------------------------------------------------------------------------------------------------------
+import kvCacheWriteSource from './kv_cache_write.wgsl?raw';
+import attentionDecodeSource from './attention_decode.wgsl?raw';
+
+/** Shapes of a generation pass: Tq query rows per sequence (count real) at positions offset.., a cache of maxT. */
+const DECODE_UNIFORMS = [
+  { name: 'B', type: 'u32' },
+  { name: 'Tq', type: 'u32' },
+  { name: 'count', type: 'u32' },
+  { name: 'offset', type: 'u32' },
+  { name: 'C', type: 'u32' },
+  { name: 'NH', type: 'u32' },
+  { name: 'HS', type: 'u32' },
+  { name: 'maxT', type: 'u32' },
+] as const;
+
+export const kvCacheWrite = defineKernel({
+  name: 'kv_cache_write',
+  source: kvCacheWriteSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'cache', access: 'read_write' },
+  ],
+  uniforms: DECODE_UNIFORMS,
+  overrides: { WG: 256 },
+});
+
+export const attentionDecode = defineKernel({
+  name: 'attention_decode',
+  source: attentionDecodeSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'cache', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: DECODE_UNIFORMS,
+  overrides: { WG: 64, HS_MAX: 64 },
+});
+// (end of decode)

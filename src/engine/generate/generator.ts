@@ -1,0 +1,626 @@
+// Text generation with a KV cache on the GPU. `Gpt2Decoder` runs GPT-2 over new positions only: a prefill pass over
+// the prompt (in chunks) writes every layer's K and V into a cache, then each generated token is one pass over a
+// single position that appends its K/V and attends over everything cached. `Generator` drives it: it samples each
+// next token on the CPU (sampling.ts) from the one row of logits read back per token, stops at end-of-text, a stop
+// string, a token limit or a full context, and streams the text as it grows.
+//
+// Letters: B sequences, Tq query rows of a pass (a power of two, the last chunk of a prompt padded up to it), P prompt
+// length, maxT the model's context, C width, V vocabulary, NH heads, L layers, R LoRA rank.
+//
+// Everything is bound once per decoder: activation buffers sized for the largest pass, one cache (2,B,NH,maxT,HS) per
+// layer, and a dispatch list per pass size Tq, built the first time that size is needed and kept. A token step
+// writes its token id and the pass position (uniforms, via setDecodePosition), records one encoder — a compute pass
+// over the blocks, a copy of each sequence's last row, a second pass for ln_f and the tied classifier on those B rows
+// only — submits once and maps B·V floats back. No bind group or buffer is created per token.
+//
+// Position embeddings: the embedding kernel adds wpe[row], so the encoder first copies wpe rows offset.. into a
+// small `positions` buffer that stands in for wpe; token id and position of a pass then need no new bindings.
+// LoRA: an adapter's dispatches are recorded only when the generation asks for it, so "adapter off" runs exactly the
+// base model's kernels (the playground compares the two); dropout is never applied here.
+
+import { TunelabError } from '../errors.ts';
+import type { Dispatch, GpuContext, GpuTensor } from '../gpu/context.ts';
+import { attentionDecode, kvCacheLength, kvCacheWrite, setDecodePosition, type DecodeShape } from '../ops/decode.ts';
+import { embeddingForward } from '../ops/embedding.ts';
+import { geluForward } from '../ops/gelu.ts';
+import { layernormForward } from '../ops/layernorm.ts';
+import { loraForward } from '../ops/lora.ts';
+import { matmulBackwardInput, matmulForward, type MatmulTiles } from '../ops/matmul.ts';
+import { residualForward } from '../ops/residual.ts';
+import type { ModelConfig } from '../model/config.ts';
+import type { Gpt2Model } from '../model/gpt2.ts';
+import type { LoraAdapter } from '../model/lora.ts';
+import { linearShape, type LinearModule } from '../model/weights.ts';
+import { Rng } from '../random.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import {
+  checkStop,
+  sampleNextToken,
+  samplingOptions,
+  stopCriteria,
+  streamableLength,
+  type SamplingOptions,
+  type StopDecision,
+  type StopReason,
+} from './sampling.ts';
+
+// ---- the decoder: GPT-2 over new positions, with a KV cache ------------------------------------------------------
+
+export interface DecoderOptions {
+  /** Required to generate with the adapter; applied per call (prefill's useAdapter), without dropout. */
+  adapter?: LoraAdapter;
+  /** B: sequences decoded side by side, all with prompts of one length (1). */
+  batchSize?: number;
+  /** Most prompt positions per prefill pass; activation buffers are sized for it (default min(128, context)). */
+  prefillChunk?: number;
+}
+
+/** The dispatches of one pass size, bound once. */
+interface DecodePass {
+  readonly Tq: number;
+  /** Every dispatch in recording order, the adapter's included. */
+  readonly withAdapter: readonly Dispatch[];
+  /** The same list without the adapter's dispatches: the base model. */
+  readonly base: readonly Dispatch[];
+  /** kv_cache_write and attention_decode of every layer: the dispatches whose position changes per pass. */
+  readonly positioned: readonly Dispatch[];
+}
+
+const DEFAULT_PREFILL_CHUNK = 128;
+
+/**
+ * Matmul row tile for M rows: a token step has B rows, so the default 64-row tile would be almost all padding.
+ * Larger passes keep the default tiles (the pipelines training compiles already).
+ */
+function rowTiles(M: number): Partial<MatmulTiles> {
+  return M <= 4 ? { TILE_ROWS: 4 } : {};
+}
+
+/** The prefill pass size for a chunk of `count` positions: the next power of two, at most `chunk`. */
+function passRows(count: number, chunk: number): number {
+  let rows = 1;
+  while (rows < count) rows *= 2;
+  return Math.min(rows, chunk);
+}
+
+/**
+ * GPT-2 with a KV cache: prefill(), then step() per token. Each returns the logits (B,V) of every sequence's last
+ * position. The model's (and adapter's) weights are bound, not copied: a model or adapter trained after the decoder
+ * was made is used as it is at each call.
+ */
+export class Gpt2Decoder {
+  readonly config: ModelConfig;
+  readonly B: number;
+  /** The model's context: positions the cache holds. */
+  readonly maxT: number;
+  readonly prefillChunk: number;
+  private readonly tensors = new Map<string, GpuTensor>();
+  private readonly caches: GpuTensor[] = [];
+  private readonly passes = new Map<number, Promise<DecodePass>>();
+  /** Passes whose build finished: what destroy() releases. */
+  private readonly built: DecodePass[] = [];
+  private head: Dispatch[] = [];
+  private readback: GPUBuffer | undefined;
+  private cached = 0;
+  /** The readback's map while one is in flight. */
+  private mapping: Promise<unknown> | undefined;
+  private adapterOn = false;
+  private destroyed = false;
+
+  private constructor(
+    private readonly gpu: GpuContext,
+    readonly model: Gpt2Model,
+    readonly adapter: LoraAdapter | undefined,
+    options: DecoderOptions,
+  ) {
+    this.config = model.config;
+    const { nEmbd: C, vocabSize: V, nPositions } = this.config;
+    this.B = options.batchSize ?? 1;
+    this.maxT = nPositions;
+    this.prefillChunk = options.prefillChunk ?? Math.min(DEFAULT_PREFILL_CHUNK, nPositions);
+    if (!Number.isSafeInteger(this.B) || this.B < 1) throw new RangeError(`decoder: batch size must be a positive integer, got ${this.B}`);
+    if (!Number.isSafeInteger(this.prefillChunk) || this.prefillChunk < 1 || this.prefillChunk > nPositions) {
+      throw new RangeError(`decoder: prefillChunk must be 1..${nPositions} (the context), got ${this.prefillChunk}`);
+    }
+    if (adapter) {
+      const a = adapter.model;
+      if (a.nLayer !== this.config.nLayer || a.nEmbd !== C || a.nHead !== this.config.nHead || a.vocabSize !== V) {
+        throw new RangeError('decoder: the adapter was made for a different model config');
+      }
+    }
+    const rows = this.B * this.prefillChunk;
+    const sizes: [string, number][] = [
+      ['ids', rows], // u32
+      ['positions', this.prefillChunk * C], // wpe rows of the pass
+      ['residual', rows * C], // block input, and output (residual3)
+      ['residual2', rows * C],
+      ['ln', rows * C], // ln_1 and ln_2 outputs
+      ['lnMean', rows],
+      ['lnRstd', rows],
+      ['qkv', rows * 3 * C],
+      ['atty', rows * C],
+      ['proj', rows * C], // attn.c_proj and mlp.c_proj outputs
+      ['fch', rows * 4 * C],
+      ['fchGelu', rows * 4 * C],
+      ['lastHidden', this.B * C], // each sequence's last row of the final residual
+      ['lnf', this.B * C],
+      ['lnfMean', this.B],
+      ['lnfRstd', this.B],
+      ['logits', this.B * V],
+    ];
+    if (adapter) sizes.push(['loraU', rows * adapter.config.rank]);
+    const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
+    const cacheLength = kvCacheLength({ B: this.B, C, maxT: this.maxT });
+    for (const [name, length] of [...sizes, ['cache', cacheLength] as [string, number]]) {
+      if (length * 4 > maxBinding) {
+        throw new TunelabError(
+          'too-large',
+          `generation: ${name} needs ${length * 4} bytes, more than this GPU's largest binding (${maxBinding} bytes); ` +
+            `use a smaller prefill chunk or batch`,
+        );
+      }
+    }
+    try {
+      for (const [name, length] of sizes) this.tensors.set(name, gpu.tensor(length, `decode.${name}`));
+      for (let l = 0; l < this.config.nLayer; l++) this.caches.push(gpu.tensor(cacheLength, `decode.kv.${l}`));
+      this.readback = gpu.pool.acquire(this.B * V * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'decode.readback');
+    } catch (error) {
+      this.destroy();
+      throw error;
+    }
+  }
+
+  /** Allocates the decoder's buffers and binds the step pass and the classifier head. */
+  static async create(gpu: GpuContext, model: Gpt2Model, options: DecoderOptions = {}): Promise<Gpt2Decoder> {
+    const decoder = new Gpt2Decoder(gpu, model, options.adapter, options);
+    try {
+      decoder.head = await decoder.buildHead();
+      await decoder.pass(1);
+    } catch (error) {
+      decoder.destroy();
+      throw error;
+    }
+    return decoder;
+  }
+
+  /** Positions cached per sequence: the prompt and the tokens stepped so far. */
+  get position(): number {
+    return this.cached;
+  }
+
+  /** Whether the cached sequence was computed with the adapter. */
+  get usingAdapter(): boolean {
+    return this.adapterOn;
+  }
+
+  /** Bytes of the decoder's buffers: activations, caches and readback (not the dispatches' small uniforms). */
+  get bytes(): number {
+    let sum = this.readback?.size ?? 0;
+    for (const t of [...this.tensors.values(), ...this.caches]) sum += t.buffer.size;
+    return sum;
+  }
+
+  private t(name: string): GpuTensor {
+    return this.tensors.get(name)!;
+  }
+
+  /** The ln_f + classifier dispatches over the B rows of lastHidden: logits (B,V) = ln_f(x)·wteᵀ. */
+  private async buildHead(): Promise<Dispatch[]> {
+    const { gpu, B } = this;
+    const { nEmbd: C, vocabSize: V, layerNormEpsilon: eps } = this.config;
+    const head: Dispatch[] = [];
+    try {
+      head.push(
+        await layernormForward(
+          gpu,
+          {
+            out: this.t('lnf'),
+            mean: this.t('lnfMean'),
+            rstd: this.t('lnfRstd'),
+            inp: this.t('lastHidden'),
+            weight: this.model.tensor('ln_f.weight'),
+            bias: this.model.tensor('ln_f.bias'),
+          },
+          { N: B, C, eps },
+        ),
+      );
+      // logits (B,V) = lnf (B,C) · wteᵀ: the "backward input" layout with wte (V,C) as the (K=V, N=C) weight.
+      head.push(
+        await matmulBackwardInput(
+          gpu,
+          { dinp: this.t('logits'), dout: this.t('lnf'), weight: this.model.tensor('wte.weight') },
+          { M: B, N: C, K: V },
+          { tiles: rowTiles(B) },
+        ),
+      );
+    } catch (error) {
+      for (const d of head) d.release();
+      throw error;
+    }
+    return head;
+  }
+
+  /** The pass of Tq rows per sequence, bound on first use and kept. */
+  private pass(Tq: number): Promise<DecodePass> {
+    let pass = this.passes.get(Tq);
+    if (!pass) {
+      pass = this.buildPass(Tq).then((built) => {
+        // A pass still being built when the decoder is destroyed gives its uniforms back as soon as it exists.
+        if (this.destroyed) built.withAdapter.forEach((d) => d.release());
+        else this.built.push(built);
+        return built;
+      });
+      this.passes.set(Tq, pass);
+      pass.catch(() => this.passes.delete(Tq));
+    }
+    return pass;
+  }
+
+  /**
+   * The blocks over Tq new positions per sequence: embedding; per layer ln_1, c_attn (+LoRA), K/V into the cache,
+   * attention over the cache, attn.c_proj (+LoRA), residual, ln_2, c_fc (+LoRA), gelu, mlp.c_proj (+LoRA), residual.
+   * The final residual stream is left in `residual` (B·Tq, C).
+   */
+  private async buildPass(Tq: number): Promise<DecodePass> {
+    const { gpu, B, config, adapter } = this;
+    const { nEmbd: C, nHead: NH, vocabSize: V, layerNormEpsilon: eps } = config;
+    const M = B * Tq;
+    const shape: DecodeShape = { B, Tq, C, NH, maxT: this.maxT };
+    const all: Dispatch[] = [];
+    const fromAdapter = new Set<Dispatch>();
+    const positioned: Dispatch[] = [];
+    const tiles = rowTiles(M);
+    const t = (name: string) => this.t(name);
+    const sites = new Map(adapter?.sites.map((site) => [`${site.layer}.${site.module}`, site]) ?? []);
+
+    /** out (M,N) = inp·W + b, then the adapter's scale·(inp·Aᵀ)·Bᵀ when the module is adapted. */
+    const linear = async (l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) => {
+      const [K, N] = linearShape(config, module);
+      const weight = this.model.tensor(`h.${l}.${module}.weight`);
+      const bias = this.model.tensor(`h.${l}.${module}.bias`);
+      all.push(await matmulForward(gpu, { out, inp, weight, bias }, { M, N, K }, tiles));
+      const site = sites.get(`${l}.${module}`);
+      if (site && adapter) {
+        const lora = await loraForward(
+          gpu,
+          { out, u: t('loraU'), inp, a: adapter.tensor(site, 'A'), b: adapter.tensor(site, 'B') },
+          { M, N, K, R: adapter.config.rank },
+          { scale: adapter.scale, dropout: 0, seed: 0 },
+        );
+        for (const d of lora.dispatches) {
+          all.push(d);
+          fromAdapter.add(d);
+        }
+      }
+    };
+
+    try {
+      const wte = this.model.tensor('wte.weight');
+      all.push(await embeddingForward(gpu, { out: t('residual'), ids: t('ids'), wte, wpe: t('positions') }, { B, T: Tq, C, V }));
+      for (let l = 0; l < config.nLayer; l++) {
+        const w = (name: string) => this.model.tensor(`h.${l}.${name}`);
+        /** ln (M,C) = LayerNorm of inp with h.l's ln_1 or ln_2. */
+        const layernorm = (inp: GpuTensor, ln: 'ln_1' | 'ln_2') =>
+          layernormForward(
+            gpu,
+            { out: t('ln'), mean: t('lnMean'), rstd: t('lnRstd'), inp, weight: w(`${ln}.weight`), bias: w(`${ln}.bias`) },
+            { N: M, C, eps },
+          );
+        all.push(await layernorm(t('residual'), 'ln_1'));
+        await linear(l, 'attn.c_attn', t('ln'), t('qkv'));
+        const write = await kvCacheWrite(gpu, { cache: this.caches[l], qkv: t('qkv') }, shape, { count: 1, offset: 0 });
+        all.push(write);
+        const attend = await attentionDecode(gpu, { out: t('atty'), qkv: t('qkv'), cache: this.caches[l] }, shape, { count: 1, offset: 0 });
+        all.push(attend);
+        positioned.push(write, attend);
+        await linear(l, 'attn.c_proj', t('atty'), t('proj'));
+        all.push(await residualForward(gpu, { out: t('residual2'), a: t('residual'), b: t('proj') }, M * C));
+        all.push(await layernorm(t('residual2'), 'ln_2'));
+        await linear(l, 'mlp.c_fc', t('ln'), t('fch'));
+        all.push(await geluForward(gpu, { out: t('fchGelu'), inp: t('fch') }, { n: M * 4 * C }));
+        await linear(l, 'mlp.c_proj', t('fchGelu'), t('proj'));
+        // residual3 overwrites the block input, which nothing reads any more: the next block's input.
+        all.push(await residualForward(gpu, { out: t('residual'), a: t('residual2'), b: t('proj') }, M * C));
+      }
+    } catch (error) {
+      for (const d of all) d.release();
+      throw error;
+    }
+    return { Tq, withAdapter: all, base: all.filter((d) => !fromAdapter.has(d)), positioned };
+  }
+
+  private checkUsable(): void {
+    if (this.destroyed) throw new Error('this decoder was destroyed');
+  }
+
+  private checkIds(ids: ArrayLike<number>, what: string): void {
+    const V = this.config.vocabSize;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!(Number.isInteger(id) && id >= 0 && id < V)) {
+        throw new TunelabError('bad-data', `${what}: token id ${id} at ${i} is outside the vocabulary (0..${V - 1})`);
+      }
+    }
+  }
+
+  /**
+   * Runs one pass: `count` real rows per sequence at positions offset.., ids (B,Tq) already laid out. With `last`,
+   * the same encoder then copies each sequence's row count−1 to lastHidden, runs the head in a second compute pass
+   * and copies the logits into the readback buffer. One submit.
+   */
+  private run(pass: DecodePass, ids: Uint32Array, count: number, offset: number, last: boolean): void {
+    const { gpu, B } = this;
+    const C = this.config.nEmbd;
+    const Tq = pass.Tq;
+    setDecodePosition(pass.positioned, { B, Tq, C, NH: this.config.nHead, maxT: this.maxT }, { count, offset });
+    gpu.writeU32(this.t('ids'), ids);
+    const wpe = this.model.tensor('wpe.weight');
+    const positions = this.t('positions');
+    const residual = this.t('residual');
+    const lastHidden = this.t('lastHidden');
+    const logits = this.t('logits');
+    const rowBytes = C * 4;
+    // Padding rows past the context get no position row (their outputs are never used).
+    const positionRows = Math.min(Tq, this.maxT - offset);
+    gpu.submit([this.adapterOn ? pass.withAdapter : pass.base], 'decode', {
+      before: (encoder) => {
+        encoder.copyBufferToBuffer(wpe.buffer, wpe.offset + offset * rowBytes, positions.buffer, positions.offset, positionRows * rowBytes);
+      },
+      after: last
+        ? (encoder) => {
+            for (let b = 0; b < B; b++) {
+              const row = b * Tq + count - 1;
+              const from = residual.offset + row * rowBytes;
+              encoder.copyBufferToBuffer(residual.buffer, from, lastHidden.buffer, lastHidden.offset + b * rowBytes, rowBytes);
+            }
+            const head = encoder.beginComputePass({ label: 'decode.head' });
+            for (const d of this.head) {
+              head.setPipeline(d.pipeline);
+              head.setBindGroup(0, d.bindGroup);
+              head.dispatchWorkgroups(...d.workgroups);
+            }
+            head.end();
+            encoder.copyBufferToBuffer(logits.buffer, logits.offset, this.readback!, 0, logits.length * 4);
+          }
+        : undefined,
+    });
+  }
+
+  private async readLogits(): Promise<Float32Array> {
+    const bytes = this.B * this.config.vocabSize * 4;
+    const buffer = this.readback!;
+    const mapped = buffer.mapAsync(GPUMapMode.READ, 0, bytes);
+    this.mapping = mapped.catch(() => undefined);
+    try {
+      await mapped;
+    } finally {
+      this.mapping = undefined;
+    }
+    if (this.destroyed) {
+      buffer.unmap();
+      throw new Error('the decoder was destroyed during generation');
+    }
+    const logits = new Float32Array(buffer.getMappedRange(0, bytes).slice(0));
+    buffer.unmap();
+    return logits;
+  }
+
+  /**
+   * Starts new sequences: ids (B,P) row-major, 1 ≤ P ≤ maxT, cached in chunks of at most prefillChunk positions.
+   * Returns the logits (B,V) that predict position P. `useAdapter` (default: when the decoder has one) holds for the
+   * steps that follow, until the next prefill.
+   */
+  async prefill(ids: ArrayLike<number>, options: { useAdapter?: boolean } = {}): Promise<Float32Array> {
+    this.checkUsable();
+    const { B, maxT } = this;
+    const P = ids.length / B;
+    if (!Number.isInteger(P) || P < 1) throw new RangeError(`prefill: ${ids.length} ids do not make ${B} prompts of one length ≥ 1`);
+    if (P > maxT) {
+      throw new TunelabError('bad-data', `the prompt has ${P} tokens; this model reads at most ${maxT} (its context). Shorten the prompt.`);
+    }
+    this.checkIds(ids, 'prompt');
+    const useAdapter = options.useAdapter ?? this.adapter !== undefined;
+    if (useAdapter && !this.adapter) throw new RangeError('prefill: this decoder has no adapter');
+    this.adapterOn = useAdapter;
+    this.cached = 0;
+    for (let start = 0; start < P; start += this.prefillChunk) {
+      const count = Math.min(this.prefillChunk, P - start);
+      const pass = await this.pass(passRows(count, this.prefillChunk));
+      this.checkUsable();
+      const chunk = new Uint32Array(B * pass.Tq); // padding rows read token 0
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < count; i++) chunk[b * pass.Tq + i] = ids[b * P + start + i];
+      }
+      this.run(pass, chunk, count, start, start + count === P);
+      this.cached = start + count;
+    }
+    return this.readLogits();
+  }
+
+  /** Appends one token per sequence (B ids) at the next position; returns the logits (B,V) that predict the next. */
+  async step(tokens: ArrayLike<number>): Promise<Float32Array> {
+    this.checkUsable();
+    if (tokens.length !== this.B) throw new RangeError(`step: ${tokens.length} tokens for ${this.B} sequences`);
+    if (this.cached === 0) throw new Error('step: prefill a prompt first');
+    if (this.cached >= this.maxT) throw new RangeError(`step: the context of ${this.maxT} positions is full`);
+    this.checkIds(tokens, 'step');
+    const pass = await this.pass(1);
+    this.checkUsable();
+    this.run(pass, Uint32Array.from(tokens), 1, this.cached, true);
+    this.cached++;
+    return this.readLogits();
+  }
+
+  /** Gives every buffer and uniform back to the pool. The model and adapter are not touched. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const d of this.head) d.release();
+    this.head = [];
+    for (const pass of this.built) pass.withAdapter.forEach((d) => d.release());
+    this.built.length = 0;
+    this.passes.clear();
+    for (const t of [...this.tensors.values(), ...this.caches]) this.gpu.free(t);
+    this.tensors.clear();
+    this.caches.length = 0;
+    const readback = this.readback;
+    this.readback = undefined;
+    // A readback still being mapped goes back once its map settles; the pool may hand it out again only then.
+    if (readback && this.mapping) {
+      void this.mapping.then(() => {
+        if (readback.mapState === 'mapped') readback.unmap();
+        this.gpu.pool.release(readback);
+      });
+    } else if (readback) {
+      this.gpu.pool.release(readback);
+    }
+  }
+}
+
+// ---- the generator: sampling, stopping and streaming -------------------------------------------------------------
+
+export interface GenerateOptions extends Partial<SamplingOptions> {
+  /** Apply the generator's LoRA adapter (default: when it has one). False gives the base model's answer. */
+  useAdapter?: boolean;
+}
+
+/** Why a generation ended: sampling.ts's reasons, the model's context being full, or the caller's AbortSignal. */
+export type GenerationStopReason = StopReason | 'context-full' | 'aborted';
+
+export interface GenerationResult {
+  /** Every new token sampled, except a final end-of-text token (tokens of a stop string stay in). */
+  ids: number[];
+  /** The new tokens as text, cut before a stop string. */
+  text: string;
+  stopReason: GenerationStopReason;
+  /** New tokens (end-of-text included) per second, prefill included. */
+  tokensPerSecond: number;
+  promptTokens: number;
+  elapsedMs: number;
+}
+
+/**
+ * Called once per sampled token (end-of-text included) with the text so far: a growing prefix of the output, which
+ * holds back a tail that may still become a stop string or an incomplete character. The last call gets the final text.
+ */
+export type TokenCallback = (token: number, text: string) => void;
+
+export interface GeneratorOptions extends DecoderOptions {
+  tokenizer: Tokenizer;
+}
+
+/** The text of `text` a stream may show now: no possible stop-string start, no unfinished UTF-8 character at the end. */
+function streamableText(text: string, stopStrings: readonly string[]): string {
+  let shown = text.slice(0, streamableLength(text, stopStrings));
+  while (shown.endsWith('\uFFFD')) shown = shown.slice(0, -1);
+  return shown;
+}
+
+/** Generates text from a GPT-2 (and optionally its LoRA adapter) with a KV cache; one generation at a time. */
+export class Generator {
+  readonly tokenizer: Tokenizer;
+  private busy = false;
+
+  private constructor(readonly decoder: Gpt2Decoder, tokenizer: Tokenizer) {
+    this.tokenizer = tokenizer;
+  }
+
+  static async create(gpu: GpuContext, model: Gpt2Model, options: GeneratorOptions): Promise<Generator> {
+    if (options.batchSize !== undefined && options.batchSize !== 1) {
+      throw new RangeError('Generator decodes one sequence; use Gpt2Decoder for batches');
+    }
+    return new Generator(await Gpt2Decoder.create(gpu, model, { ...options, batchSize: 1 }), options.tokenizer);
+  }
+
+  get hasAdapter(): boolean {
+    return this.decoder.adapter !== undefined;
+  }
+
+  /** Bytes the generator holds on the GPU (its decoder's). */
+  get bytes(): number {
+    return this.decoder.bytes;
+  }
+
+  /**
+   * Continues `prompt` (text, encoded as it is, or token ids; an empty prompt starts from the model's
+   * beginning-of-text token) until end-of-text, a stop string, maxNewTokens or the model's context. Same options and
+   * seed, same model: same text.
+   */
+  async generate(
+    prompt: string | ArrayLike<number>,
+    options: GenerateOptions = {},
+    onToken?: TokenCallback,
+    signal?: AbortSignal,
+  ): Promise<GenerationResult> {
+    if (this.busy) throw new Error('this generator is already generating; wait for it or use another');
+    const { useAdapter, ...sampling } = options;
+    const settings = samplingOptions(sampling);
+    this.busy = true;
+    try {
+      return await this.run(prompt, settings, useAdapter ?? this.hasAdapter, onToken, signal);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async run(
+    prompt: string | ArrayLike<number>,
+    options: SamplingOptions,
+    useAdapter: boolean,
+    onToken: TokenCallback | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<GenerationResult> {
+    const started = performance.now();
+    const { decoder, tokenizer } = this;
+    let promptIds = typeof prompt === 'string' ? tokenizer.encode(prompt) : Array.from(prompt);
+    if (promptIds.length === 0) promptIds = [decoder.config.bosTokenId];
+    const criteria = stopCriteria(options, tokenizer.endOfTextId);
+    const rng = new Rng(options.seed);
+    const context = [...promptIds];
+    const ids: number[] = [];
+    let sampled = 0;
+    let text = '';
+    const finish = (stopReason: GenerationStopReason, finalText: string): GenerationResult => {
+      const elapsedMs = performance.now() - started;
+      return {
+        ids,
+        text: finalText,
+        stopReason,
+        tokensPerSecond: elapsedMs > 0 ? (sampled * 1000) / elapsedMs : 0,
+        promptTokens: promptIds.length,
+        elapsedMs,
+      };
+    };
+    if (signal?.aborted) return finish('aborted', '');
+
+    let logits = await decoder.prefill(promptIds, { useAdapter });
+    for (;;) {
+      const token = sampleNextToken(logits, context, options, rng);
+      sampled++;
+      context.push(token);
+      if (token !== criteria.endOfTextId) {
+        ids.push(token);
+        text = tokenizer.decode(ids);
+      }
+      let stop: StopDecision | { reason: 'context-full'; text: string } | null = checkStop(
+        { lastToken: token, newTokenCount: sampled, text },
+        criteria,
+      );
+      // The cache holds maxT positions: a token sampled after the last of them cannot be fed back.
+      if (!stop && decoder.position >= decoder.maxT) stop = { reason: 'context-full', text };
+      onToken?.(token, stop ? stop.text : streamableText(text, options.stopStrings));
+      if (stop) return finish(stop.reason, stop.text);
+      if (signal?.aborted) return finish('aborted', text);
+      logits = await decoder.step([token]);
+    }
+  }
+
+  destroy(): void {
+    this.decoder.destroy();
+  }
+}
+
+/** A convenience over Generator.create. */
+export function createGenerator(gpu: GpuContext, model: Gpt2Model, options: GeneratorOptions): Promise<Generator> {
+  return Generator.create(gpu, model, options);
+}
