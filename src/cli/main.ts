@@ -10,6 +10,9 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   bench: { summary: 'benchmarks (JSON): bench matmul', load: async () => (await import('./bench.ts')).bench },
   validate: { summary: 'check a data set and print what training will see', load: async () => (await import('./validate.ts')).validate },
   init: { summary: 'write a new randomly initialized GPT-2 model directory', load: async () => (await import('./init.ts')).init },
+  train: { summary: 'fine-tune a model on a data file (LoRA adapter or weights)', load: async () => (await import('./train.ts')).train },
+  generate: { summary: 'generate text from a model, optionally with a LoRA adapter', load: async () => (await import('./generate.ts')).generate },
+  eval: { summary: 'loss, perplexity and token accuracy on a data file', load: async () => (await import('./eval.ts')).evaluate },
   tokenizer: { summary: 'tokenizer train: learn a byte-level BPE tokenizer.json from text', load: async () => (await import('./tokenizer.ts')).tokenizer },
 };
 
