@@ -1,37 +1,122 @@
-// `tunelab bench <what> [options]`: benchmarks that print one JSON line per measurement on stdout (progress and
-// errors on stderr). Not tests: they assert nothing about speed. Each bench is one entry of `benches`; the helpers
-// below (option parsing, device lifetime, timing) are shared so that new benches stay short.
+// `tunelab bench <what> [options]`: benchmarks that print one JSON line per measurement on stdout (a short human
+// summary of each on stderr unless --json). Not tests: they assert nothing about speed. The benches themselves live
+// in src/engine/bench/; this module parses options, picks shapes (the issue's GPT-2 small shapes on a real GPU, a
+// scaled-down version on SwiftShader, which is a CPU), owns the device and prints. bench/peer.py prints the same
+// records for PyTorch; bench/run-gpu.sh runs both on the GPU machine and bench/compare.py prints the ratios.
 
-import { GpuContext, type Dispatch, type GpuTensor } from '../engine/gpu/context.ts';
+import { GpuContext } from '../engine/gpu/context.ts';
 import { nodeGpu } from '../engine/gpu/node.ts';
-import { matmulBackwardInput, matmulBackwardWeight, matmulForward, type MatmulShape } from '../engine/ops/matmul.ts';
-import { Rng } from '../engine/random.ts';
+import type { MatmulShape } from '../engine/ops/matmul.ts';
+import { GPT2_SMALL_ATTENTION, SCALED_ATTENTION, benchAttention, type AttentionBenchShape } from '../engine/bench/attention.ts';
+import { GENERATE_DEFAULTS, benchGenerate } from '../engine/bench/generate.ts';
+import { MATMUL_LAYOUTS, benchMatmul, gpt2MatmulShapes, type MatmulLayout } from '../engine/bench/matmul.ts';
+import { isSwiftShader, type BenchRecord, type RunCounts } from '../engine/bench/records.ts';
+import { GPT2_SMALL_STEP, SCALED_STEP, benchMemory, benchStep, type StepBenchConfig } from '../engine/bench/step.ts';
+
+export { isSwiftShader } from '../engine/bench/records.ts';
+
+type Emit = (record: BenchRecord) => void;
+
+/** A bench's options, checked before any device exists, and what it runs on a device. */
+interface Prepared {
+  run(gpu: GpuContext, emit: Emit): Promise<void>;
+}
 
 interface BenchEntry {
   usage: string;
-  run(args: string[]): Promise<number>;
+  valued: readonly string[];
+  prepare(options: Map<string, string>): Prepared;
 }
+
+const COMMON = ['iters', 'warmup'] as const;
+const FLAGS = ['quick', 'json'] as const;
+const STEP_OPTIONS = ['layers', 'width', 'heads', 'vocab', 'positions', 'batch', 'seq', 'rank'] as const;
 
 const benches: Record<string, BenchEntry> = {
   matmul: {
     usage:
-      'matmul [--m M --n N --k K] [--layout forward|backward-input|backward-weight|all] [--iters N] [--quick]\n' +
-      '    f32 linear-layer matmul. Default shapes: GPT-2 small training step (M=2048) and 4096³ (not with --quick);\n' +
-      '    on SwiftShader (a CPU), M=64 versions and 256³, 1 iteration. A dimension not given defaults to 2048 (M)\n' +
-      '    or 768 (N, K).',
-    run: benchMatmul,
+      'matmul [--m M --n N --k K] [--layout forward|backward-input|backward-weight|all]\n' +
+      '    f32 linear-layer matmul, GFLOP/s. Default shapes: GPT-2 small training step (M=2048) and 4096³ (not with\n' +
+      '    --quick); on SwiftShader (a CPU) M=64 versions and 256³. A dimension not given defaults to 2048 (M) or 768.',
+    valued: [...COMMON, 'm', 'n', 'k', 'layout'],
+    prepare: prepareMatmul,
+  },
+  attention: {
+    usage:
+      'attention [--batch B --heads NH --seq T --head-size HS]\n' +
+      '    causal attention forward and backward, ms and GFLOP/s. Default B=8 NH=12 T=256 HS=64 (GPT-2 small);\n' +
+      '    on SwiftShader B=1 NH=2 T=64 HS=16.',
+    valued: [...COMMON, 'batch', 'heads', 'seq', 'head-size'],
+    prepare: prepareAttention,
+  },
+  step: {
+    usage:
+      'step [--layers L --width C --heads NH --vocab V --positions P --batch B --seq T --rank R]\n' +
+      '    one LoRA training step (forward, backward, clip, AdamW; one submit), ms and tokens/s. Default GPT-2 small\n' +
+      '    (12 layers, 768 wide, 12 heads, vocabulary 50257), batch 8 × 256, rank 8 on c_attn, random weights;\n' +
+      '    on SwiftShader 2 layers, 64 wide, 4 heads, vocabulary 512, batch 2 × 32 ("scaled": true).',
+    valued: [...COMMON, ...STEP_OPTIONS],
+    prepare: (options) => prepareStep(options, 'step'),
+  },
+  memory: {
+    usage: 'memory [step options]\n    GPU memory in use (buffer pool) after building the step bench\'s model, adapter, run and optimizer.',
+    valued: [...COMMON, ...STEP_OPTIONS],
+    prepare: (options) => prepareStep(options, 'memory'),
+  },
+  generate: {
+    usage:
+      'generate [--prompt N --new-tokens N] [model options as for step]\n' +
+      '    batch 1 greedy generation with the KV cache, tokens/s (128 new tokens after a 16-token prompt).',
+    valued: [...COMMON, 'prompt', 'new-tokens', 'layers', 'width', 'heads', 'vocab', 'positions'],
+    prepare: prepareGenerate,
+  },
+  all: {
+    usage:
+      'all\n    matmul (all three layouts on a GPU, forward only on SwiftShader), attention, step (with memory) and\n' +
+      '    generate at their default shapes, on one device.',
+    valued: COMMON,
+    prepare: (options) => {
+      const parts = [prepareMatmul(options, true), prepareAttention(options), prepareStep(options, 'step'), prepareGenerate(options)];
+      return {
+        async run(gpu, emit) {
+          for (const part of parts) await part.run(gpu, emit);
+        },
+      };
+    },
   },
 };
 
 export async function bench(args: string[]): Promise<number> {
+  const json = args.includes('--json');
+  return runBench(args, (record) => {
+    process.stdout.write(JSON.stringify(record) + '\n');
+    if (!json) process.stderr.write(summarize(record) + '\n');
+  });
+}
+
+/** Parses `<what> [options]`, runs the bench on a fresh device and hands every record to `emit`; the exit status. */
+export async function runBench(args: string[], emit: Emit): Promise<number> {
   const [what, ...rest] = args;
   const entry = what ? benches[what] : undefined;
   if (!entry) {
-    const list = Object.values(benches).map((b) => `  tunelab bench ${b.usage}`);
-    process.stderr.write(`${what ? `tunelab bench: unknown bench '${what}'\n` : ''}usage:\n${list.join('\n')}\n`);
+    process.stderr.write(`${what ? `tunelab bench: unknown bench '${what}'\n` : ''}${usage()}`);
     return 2;
   }
-  return entry.run(rest);
+  let prepared: Prepared;
+  try {
+    prepared = entry.prepare(parseOptions(rest, entry.valued, FLAGS));
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`tunelab bench ${what}: ${error.message}\n  tunelab bench ${entry.usage}\n`);
+    return 2;
+  }
+  await withGpu((gpu) => prepared.run(gpu, emit));
+  return 0;
+}
+
+function usage(): string {
+  const list = Object.values(benches).map((b) => `  tunelab bench ${b.usage}`);
+  return `usage (every bench also takes --iters N --warmup N --quick --json):\n${list.join('\n')}\n`;
 }
 
 // ---- shared helpers ----------------------------------------------------------------------------------------------
@@ -53,17 +138,37 @@ export function parseOptions(args: string[], valued: readonly string[], flags: r
 }
 
 export function positiveInt(options: Map<string, string>, name: string, fallback: number): number {
+  return wholeNumber(options, name, fallback, 1);
+}
+
+function wholeNumber(options: Map<string, string>, name: string, fallback: number, min: number): number {
   const text = options.get(name);
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} must be a positive integer, got '${text}'`);
+  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`--${name} must be a whole number ≥ ${min}, got '${text}'`);
   return value;
 }
 
 export class UsageError extends Error {}
 
+/**
+ * Dawn rounds timestamp queries to 65.536 µs by default (a fingerprinting guard for the web), too coarse for a kernel
+ * that runs for 20 µs: adds the toggle that turns this off to DAWN_FLAGS, unless DAWN_FLAGS already says something
+ * about it. Takes effect only if called before the process's first nodeGpu().
+ */
+export function requestPreciseTimestamps(): void {
+  const flags = process.env.DAWN_FLAGS ?? '';
+  if (flags.includes('timestamp_quantization')) return;
+  const parts = flags.split(/\s+/).filter(Boolean);
+  const disable = parts.findIndex((p) => p.startsWith('disable-dawn-features='));
+  if (disable >= 0) parts[disable] += ',timestamp_quantization';
+  else parts.push('disable-dawn-features=timestamp_quantization');
+  process.env.DAWN_FLAGS = parts.join(' ');
+}
+
 /** Runs `body` with a fresh device and destroys it afterwards (Dawn would otherwise keep Node alive). */
 export async function withGpu<T>(body: (gpu: GpuContext) => Promise<T>): Promise<T> {
+  requestPreciseTimestamps();
   const gpu = await GpuContext.acquire(await nodeGpu());
   try {
     return await body(gpu);
@@ -72,113 +177,125 @@ export async function withGpu<T>(body: (gpu: GpuContext) => Promise<T>): Promise
   }
 }
 
-export function isSwiftShader(gpu: GpuContext): boolean {
-  return gpu.adapter.name.toLowerCase().includes('swiftshader');
+/** Warm-up and measured runs: the options, else quick/software/GPU defaults. */
+function runCounts(options: Map<string, string>, slow: boolean, gpuDefaults: RunCounts): RunCounts {
+  const quick = options.has('quick');
+  const fallback = slow ? { warmup: 1, iters: quick ? 2 : 3 } : quick ? { warmup: Math.min(2, gpuDefaults.warmup), iters: 5 } : gpuDefaults;
+  return { warmup: wholeNumber(options, 'warmup', fallback.warmup, 0), iters: positiveInt(options, 'iters', fallback.iters) };
 }
 
-/**
- * Milliseconds per run of `dispatches`: one warm-up submit (waited for), then `iters` submits of one pass each and a
- * single wait, so that the GPU is never idle between runs. Wall-clock, so it includes submit overhead.
- */
-export async function timeDispatches(gpu: GpuContext, dispatches: readonly Dispatch[], iters: number): Promise<number> {
-  gpu.submit(dispatches, 'bench warm-up');
-  await gpu.sync();
-  const start = performance.now();
-  for (let i = 0; i < iters; i++) gpu.submit(dispatches, 'bench');
-  await gpu.sync();
-  return (performance.now() - start) / iters;
-}
+// ---- the benches' options ----------------------------------------------------------------------------------------
 
-/** A tensor of uniform values in [-1, 1), generated straight into f32 (large benches would not fit Float64Arrays). */
-export function randomTensor(gpu: GpuContext, rng: Rng, length: number, label: string): GpuTensor {
-  const data = new Float32Array(length);
-  for (let i = 0; i < length; i++) data[i] = rng.next() * 2 - 1;
-  return gpu.upload(data, label);
-}
-
-function emit(record: Record<string, unknown>): void {
-  process.stdout.write(JSON.stringify(record) + '\n');
-}
-
-function round(value: number, digits = 4): number {
-  return Number(value.toPrecision(digits));
-}
-
-// ---- matmul ------------------------------------------------------------------------------------------------------
-
-const MATMUL_LAYOUTS = ['forward', 'backward-input', 'backward-weight'] as const;
-type MatmulLayout = (typeof MATMUL_LAYOUTS)[number];
-
-/** The four linear layers of a GPT-2 small block (c_attn, attn.c_proj, c_fc, mlp.c_proj) at M tokens. */
-function gpt2Shapes(M: number): MatmulShape[] {
-  return [
-    { M, K: 768, N: 2304 },
-    { M, K: 768, N: 768 },
-    { M, K: 768, N: 3072 },
-    { M, K: 3072, N: 768 },
-  ];
-}
-
-async function benchMatmul(args: string[]): Promise<number> {
-  let options: Map<string, string>;
+/** `everyLayoutOnGpu`: without --layout, time all three layouts on a real GPU (cheap there) and forward elsewhere. */
+function prepareMatmul(options: Map<string, string>, everyLayoutOnGpu = false): Prepared {
+  const layout = options.get('layout') ?? 'forward';
   let layouts: readonly MatmulLayout[];
-  try {
-    options = parseOptions(args, ['m', 'n', 'k', 'iters', 'layout'], ['quick']);
-    const layout = options.get('layout') ?? 'forward';
-    if (layout === 'all') layouts = MATMUL_LAYOUTS;
-    else if ((MATMUL_LAYOUTS as readonly string[]).includes(layout)) layouts = [layout as MatmulLayout];
-    else throw new UsageError(`--layout must be one of ${MATMUL_LAYOUTS.join(', ')}, all; got '${layout}'`);
-    for (const dim of ['m', 'n', 'k', 'iters']) positiveInt(options, dim, 1);
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`tunelab bench matmul: ${error.message}\n  tunelab bench ${benches.matmul.usage}\n`);
-    return 2;
-  }
+  if (layout === 'all') layouts = MATMUL_LAYOUTS;
+  else if ((MATMUL_LAYOUTS as readonly string[]).includes(layout)) layouts = [layout as MatmulLayout];
+  else throw new UsageError(`--layout must be one of ${MATMUL_LAYOUTS.join(', ')}, all; got '${layout}'`);
+  const explicit = options.has('m') || options.has('n') || options.has('k');
+  const given: MatmulShape = { M: positiveInt(options, 'm', 2048), N: positiveInt(options, 'n', 768), K: positiveInt(options, 'k', 768) };
+  runCounts(options, false, { warmup: 0, iters: 1 }); // checks --iters/--warmup before the device starts
+  return {
+    async run(gpu, emit) {
+      const slow = isSwiftShader(gpu);
+      let shapes: MatmulShape[];
+      if (explicit) shapes = [given];
+      else if (slow) shapes = [...gpt2MatmulShapes(64), { M: 256, N: 256, K: 256 }];
+      else shapes = [...gpt2MatmulShapes(2048), ...(options.has('quick') ? [] : [{ M: 4096, N: 4096, K: 4096 }])];
+      const counts = runCounts(options, slow, { warmup: 2, iters: 20 });
+      const timed = everyLayoutOnGpu && !slow && !options.has('layout') ? MATMUL_LAYOUTS : layouts;
+      for (const r of await benchMatmul(gpu, shapes, timed, counts, !explicit && slow)) emit(r);
+    },
+  };
+}
 
-  return withGpu(async (gpu) => {
-    const slow = isSwiftShader(gpu);
-    const explicit = options.has('m') || options.has('n') || options.has('k');
-    let shapes: MatmulShape[];
-    if (explicit) {
-      shapes = [{ M: positiveInt(options, 'm', 2048), N: positiveInt(options, 'n', 768), K: positiveInt(options, 'k', 768) }];
-    } else if (slow) {
-      shapes = [...gpt2Shapes(64), { M: 256, N: 256, K: 256 }];
-    } else {
-      shapes = [...gpt2Shapes(2048), ...(options.has('quick') ? [] : [{ M: 4096, N: 4096, K: 4096 }])];
-    }
-    const iters = positiveInt(options, 'iters', slow ? 1 : 20);
-    const rng = new Rng(1);
-
-    for (const shape of shapes) {
-      const { M, N, K } = shape;
-      const t = {
-        inp: randomTensor(gpu, rng, M * K, 'bench.inp'),
-        weight: randomTensor(gpu, rng, K * N, 'bench.weight'),
-        bias: randomTensor(gpu, rng, N, 'bench.bias'),
-        out: gpu.tensor(M * N, 'bench.out'),
-      };
-      for (const layout of layouts) {
-        // Backward layouts reuse the same buffers: out plays dout, inp plays dinp, weight plays dweight.
-        const dispatch =
-          layout === 'forward'
-            ? await matmulForward(gpu, t, shape)
-            : layout === 'backward-input'
-              ? await matmulBackwardInput(gpu, { dinp: t.inp, dout: t.out, weight: t.weight }, shape)
-              : await matmulBackwardWeight(gpu, { dweight: t.weight, inp: t.inp, dout: t.out }, shape);
-        const ms = await timeDispatches(gpu, [dispatch], iters);
-        dispatch.release();
-        emit({
-          bench: 'matmul',
-          adapter: gpu.adapter.name,
-          shape: { M, N, K },
-          layout,
-          ms: round(ms),
-          gflops: round((2 * M * N * K) / (ms * 1e6)),
-          iters,
-        });
-      }
-      for (const tensor of Object.values(t)) gpu.free(tensor);
-    }
-    return 0;
+function prepareAttention(options: Map<string, string>): Prepared {
+  const shapeOf = (base: AttentionBenchShape): AttentionBenchShape => ({
+    B: positiveInt(options, 'batch', base.B),
+    NH: positiveInt(options, 'heads', base.NH),
+    T: positiveInt(options, 'seq', base.T),
+    HS: positiveInt(options, 'head-size', base.HS),
   });
+  shapeOf(GPT2_SMALL_ATTENTION);
+  runCounts(options, false, { warmup: 0, iters: 1 });
+  return {
+    async run(gpu, emit) {
+      const slow = isSwiftShader(gpu);
+      const shape = shapeOf(slow ? SCALED_ATTENTION : GPT2_SMALL_ATTENTION);
+      const counts = runCounts(options, slow, { warmup: 3, iters: 20 });
+      for (const r of await benchAttention(gpu, shape, counts, !sameShape(shape, GPT2_SMALL_ATTENTION))) emit(r);
+    },
+  };
+}
+
+/** The step's model and batch from the options over `base`; `tokens` is what must fit the context (default T). */
+function stepConfig(options: Map<string, string>, base: StepBenchConfig, tokens?: number): StepBenchConfig {
+  const c = { ...base };
+  for (const key of STEP_OPTIONS) c[key] = positiveInt(options, key, base[key]);
+  if (c.width % c.heads !== 0) throw new UsageError(`--width ${c.width} must be a multiple of --heads ${c.heads}`);
+  const needed = tokens ?? c.seq;
+  if (needed > c.positions) throw new UsageError(`${tokens === undefined ? `--seq ${c.seq}` : `prompt + new tokens (${needed})`} exceeds the model's context (--positions ${c.positions})`);
+  return c;
+}
+
+function prepareStep(options: Map<string, string>, what: 'step' | 'memory'): Prepared {
+  stepConfig(options, GPT2_SMALL_STEP);
+  runCounts(options, false, { warmup: 0, iters: 1 });
+  return {
+    async run(gpu, emit) {
+      const slow = isSwiftShader(gpu);
+      const config = stepConfig(options, slow ? SCALED_STEP : GPT2_SMALL_STEP);
+      const scaled = !sameShape(config, GPT2_SMALL_STEP);
+      const records =
+        what === 'step'
+          ? await benchStep(gpu, config, runCounts(options, slow, { warmup: 3, iters: 10 }), scaled)
+          : await benchMemory(gpu, config, scaled);
+      for (const r of records) emit(r);
+    },
+  };
+}
+
+function prepareGenerate(options: Map<string, string>): Prepared {
+  const generation = {
+    prompt: positiveInt(options, 'prompt', GENERATE_DEFAULTS.prompt),
+    newTokens: positiveInt(options, 'new-tokens', GENERATE_DEFAULTS.newTokens),
+  };
+  const tokens = generation.prompt + generation.newTokens;
+  stepConfig(options, GPT2_SMALL_STEP, tokens);
+  runCounts(options, false, { warmup: 0, iters: 1 });
+  return {
+    async run(gpu, emit) {
+      const slow = isSwiftShader(gpu);
+      const config = stepConfig(options, slow ? SCALED_STEP : GPT2_SMALL_STEP, tokens);
+      const scaled = !sameShape(config, GPT2_SMALL_STEP);
+      for (const r of await benchGenerate(gpu, config, generation, runCounts(options, slow, { warmup: 1, iters: 5 }), scaled)) emit(r);
+    },
+  };
+}
+
+function sameShape<T extends object>(a: T, b: T): boolean {
+  return Object.keys(b).every((k) => a[k as keyof T] === b[k as keyof T]);
+}
+
+/** One line for people: what was measured and the headline figure. */
+function summarize(r: BenchRecord): string {
+  const tag = `${r.bench}${r.direction ? ` ${r.direction}` : ''}${r.layout ? ` ${r.layout}` : ''}`;
+  const shape = r.shape ? ` ${Object.values(r.shape as object).join('×')}` : '';
+  if (r.skipped) return `${tag}: skipped — ${r.reason}`;
+  if (r.available === false) return `${tag}: unavailable — ${r.reason}`;
+  const scaled = r.scaled ? ' [scaled-down shape]' : '';
+  switch (r.bench) {
+    case 'matmul':
+    case 'attention':
+      return `${tag}${shape}: ${r.ms} ms, ${r.gflops} GFLOP/s (${r.timing})${scaled}`;
+    case 'step':
+      return `${tag}: ${r.ms} ms, ${r.tokens_per_s} tokens/s${r.gpu_ms !== undefined ? `, GPU ${r.gpu_ms} ms` : ''}, loss ${r.loss}${scaled}`;
+    case 'generate':
+      return `${tag}: ${r.tokens_per_s} tokens/s${scaled}`;
+    case 'memory':
+      return `${tag}: ${((r.bytes_in_use as number) / 2 ** 20).toFixed(1)} MiB in use, ${((r.bytes_allocated as number) / 2 ** 20).toFixed(1)} MiB allocated${scaled}`;
+    default:
+      return JSON.stringify(r);
+  }
 }

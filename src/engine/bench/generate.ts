@@ -1,0 +1,100 @@
+// Generation benchmark: batch 1, a random prompt, then greedy tokens with the KV cache (generate/generator.ts's
+// Gpt2Decoder: one prefill, then one submit and one B·V logits readback per token), in tokens/s over the whole
+// generation, prefill included — as the peer's model.generate is timed. The next token is the argmax of the logits
+// on the CPU, as the Generator's greedy sampling picks it; no text is decoded (the model has random weights and a
+// vocabulary without a tokenizer), and end-of-text does not stop it, so every run makes exactly `newTokens` tokens.
+
+import type { GpuContext } from '../gpu/context.ts';
+import { Gpt2Decoder } from '../generate/generator.ts';
+import { Gpt2Model } from '../model/gpt2.ts';
+import { initGpt2Parameters } from '../model/init.ts';
+import { LoraAdapter, loraConfig } from '../model/lora.ts';
+import { Rng } from '../random.ts';
+import { recordBase, round, timingFields, type BenchRecord, type RunCounts } from './records.ts';
+import { stepModelConfig, type StepBenchConfig } from './step.ts';
+import { median, timeWallClock } from './timing.ts';
+
+export interface GenerateBenchOptions {
+  /** Prompt tokens before generation starts. */
+  prompt: number;
+  /** Tokens generated (greedy, no early stop at end-of-text). */
+  newTokens: number;
+}
+
+export const GENERATE_DEFAULTS: Readonly<GenerateBenchOptions> = Object.freeze({ prompt: 16, newTokens: 128 });
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+/**
+ * Times `counts.iters` generations of `options.newTokens` tokens with the model of `model` (its batch, sequence and
+ * rank fields: rank only, for the adapter that is applied, as the peer's LoRA model applies its own).
+ */
+export async function benchGenerate(
+  gpu: GpuContext,
+  model: StepBenchConfig,
+  options: GenerateBenchOptions,
+  counts: RunCounts,
+  scaled: boolean,
+): Promise<BenchRecord[]> {
+  const config = stepModelConfig(model);
+  if (options.prompt + options.newTokens > config.nPositions) {
+    throw new RangeError(`generate bench: prompt ${options.prompt} + ${options.newTokens} new tokens exceed the context ${config.nPositions}`);
+  }
+  const start = performance.now();
+  const gpt2 = Gpt2Model.create(gpu, config, initGpt2Parameters(config, 1));
+  const parts: { adapter?: LoraAdapter; decoder?: Gpt2Decoder } = {};
+  try {
+    const lora = loraConfig({ rank: model.rank, alpha: 2 * model.rank, dropout: 0, targets: ['c_attn'], layers: 'all' });
+    parts.adapter = LoraAdapter.create(gpu, config, lora, { seed: 2 });
+    const decoder = await Gpt2Decoder.create(gpu, gpt2, { adapter: parts.adapter, batchSize: 1 });
+    parts.decoder = decoder;
+    const rng = new Rng(5);
+    const prompt = Array.from({ length: options.prompt }, () => rng.int(config.vocabSize));
+    const buildMs = performance.now() - start;
+
+    const prefillMs: number[] = [];
+    const produced: number[] = [];
+    const generate = async () => {
+      const begin = performance.now();
+      let logits = await decoder.prefill(prompt, { useAdapter: true });
+      prefillMs.push(performance.now() - begin);
+      let count = 0;
+      for (;;) {
+        const token = argmax(logits);
+        count++;
+        if (count === options.newTokens) break;
+        logits = await decoder.step([token]);
+      }
+      produced.push(count);
+    };
+    const timing = await timeWallClock(generate, counts);
+    if (produced.some((n) => n !== options.newTokens)) throw new Error(`generate bench: made ${produced.join(', ')} tokens, not ${options.newTokens}`);
+    const measuredPrefill = median(prefillMs.slice(counts.warmup));
+    return [
+      {
+        ...recordBase(gpu, 'generate', scaled),
+        config: { layers: model.layers, width: model.width, heads: model.heads, vocab: model.vocab, positions: model.positions },
+        batch: 1,
+        prompt: options.prompt,
+        new_tokens: options.newTokens,
+        lora: true,
+        ...timingFields(timing, counts),
+        tokens_per_s: round((options.newTokens * 1000) / timing.ms),
+        prefill_ms: round(measuredPrefill),
+        // The steady state: one token's submit, GPU work and logits readback.
+        ms_per_token: round((timing.ms - measuredPrefill) / Math.max(1, options.newTokens - 1)),
+        includes: 'prefill + greedy decode with the KV cache (Gpt2Decoder; argmax on the CPU; no text decoding)',
+        build_ms: round(buildMs),
+        decoder_bytes: decoder.bytes,
+      },
+    ];
+  } finally {
+    parts.decoder?.destroy();
+    parts.adapter?.destroy();
+    gpt2.destroy();
+  }
+}
