@@ -7,7 +7,7 @@ type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
   info: { summary: 'print the WebGPU adapter this machine offers', load: async () => (await import('./info.ts')).info },
-  bench: { summary: 'benchmarks (JSON): bench matmul', load: async () => (await import('./bench.ts')).bench },
+  bench: { summary: 'benchmarks as JSON lines: matmul, attention, step, generate, memory, all', load: async () => (await import('./bench.ts')).bench },
   validate: { summary: 'check a data set and print what training will see', load: async () => (await import('./validate.ts')).validate },
   init: { summary: 'write a new randomly initialized GPT-2 model directory', load: async () => (await import('./init.ts')).init },
   train: { summary: 'fine-tune a model on a data file (LoRA adapter or weights)', load: async () => (await import('./train.ts')).train },
