@@ -76,6 +76,8 @@ export function validateModelConfig(config: ModelConfig): ModelConfig {
   for (const key of sizes) {
     if (!positiveInteger(config[key])) throw badConfig(`${key} must be a positive integer, got ${config[key]}`);
   }
+  // The parameter layout has entries per block: a damaged n_layer (say 4294967297) would exhaust memory building it.
+  if (config.nLayer > 1000) throw badConfig(`nLayer=${config.nLayer} is far more blocks than any GPT-2 has (48); the file is damaged`);
   if (config.nEmbd % config.nHead !== 0) {
     throw badConfig(
       `the width nEmbd=${config.nEmbd} must be divisible by the number of heads nHead=${config.nHead} ` +
