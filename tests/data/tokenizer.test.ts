@@ -123,3 +123,111 @@ describe('byte-level tokenizer', () => {
     bad(noEot, /no end-of-text token/);
   });
 });
+
+describe('tokenizer.json files that the library would accept but cannot serve', () => {
+  const refusal = (json: unknown): TunelabError => {
+    try {
+      Tokenizer.fromJson(json, { name: 'x/tokenizer.json' });
+    } catch (error) {
+      expect(error).toBeInstanceOf(TunelabError);
+      expect((error as TunelabError).code).toBe('bad-model');
+      return error as TunelabError;
+    }
+    throw new Error('expected a refusal');
+  };
+  const withVocabEntry = (id: unknown) => {
+    const json = byteLevelTokenizerJson() as { model: { vocab: Record<string, unknown> } };
+    json.model.vocab.extra = id;
+    return json;
+  };
+  const withAddedToken = (token: unknown) => {
+    const json = byteLevelTokenizerJson() as { added_tokens: unknown[] };
+    json.added_tokens.push(token);
+    return json;
+  };
+
+  it('a vocabulary id that is not a whole number below 2^24 is refused at once, naming the entry', () => {
+    // The library sizes its id → token table by the largest id: [20000000] cost seconds and 20 million slots.
+    for (const id of [[20_000_000], '20000000', 2 ** 24, 1e300, 1.5, -1, null, { id: 3 }]) {
+      const started = performance.now();
+      const error = refusal(withVocabEntry(id));
+      expect(performance.now() - started, JSON.stringify(id)).toBeLessThan(2000);
+      expect(error.message).toMatch(/^x\/tokenizer\.json: model\.vocab gives "extra" the id .+; token ids must be whole numbers from 0 to 16777215/);
+    }
+    expect(refusal(withVocabEntry([20_000_000])).message).toContain('the id [20000000]');
+  });
+
+  it('the largest allowed id loads quickly: the vocabulary size is read from the file, not from a table that large', () => {
+    const started = performance.now();
+    const tok = Tokenizer.fromJson(withVocabEntry(2 ** 24 - 1));
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(tok.vocabSize).toBe(2 ** 24);
+    expect(tok.encode('hi')).toEqual([104, 105]);
+  });
+
+  it('an added token must have a token id and text: "Ġ t", [300], 1.5 or -1 never becomes endOfTextId', () => {
+    for (const id of ['Ġ t', [300], 1.5, -1]) {
+      const json = byteLevelTokenizerJson() as { added_tokens: { id: unknown }[] };
+      json.added_tokens[0].id = id;
+      expect(refusal(json).message).toMatch(/added_tokens\[0\] has the id .+; token ids must be whole numbers/);
+    }
+    expect(refusal(withAddedToken({ id: 257, content: ['</s>'], special: true })).message).toMatch(/added_tokens\[1\] has the content \["<\/s>"\]/);
+    expect(refusal(withAddedToken({ id: 257, content: '</s>', special: 'yes' })).message).toMatch(/added_tokens\[1\] has special "yes"; it must be true or false/);
+    expect(refusal(withAddedToken(7)).message).toMatch(/added_tokens\[1\] is 7, not an object/);
+  });
+
+  it('Unigram pieces must be [string, number] pairs and unk_id one of their indices', () => {
+    const unigram = (vocab: unknown[], unkId: unknown = 0) => ({
+      model: { type: 'Unigram', unk_id: unkId, vocab },
+      added_tokens: [{ id: 1, content: '</s>', special: true }],
+    });
+    expect(Tokenizer.fromJson(unigram([['<unk>', 0], ['</s>', 0], ['a', -1]])).vocabSize).toBe(3);
+    expect(refusal(unigram([['<unk>', 0], ['</s>'], ['a', -1]])).message).toMatch(/model\.vocab\[1\] is \["<\/s>"\], not a \[piece, score\] pair/);
+    expect(refusal(unigram([['<unk>', 0], ['</s>', 0]], 5)).message).toMatch(/model\.unk_id is 5, not the index/);
+  });
+
+  it('a TemplateProcessing post-processor with misshapen templates is refused while loading', () => {
+    const withSingle = (single: unknown) => ({ ...byteLevelTokenizerJson(), post_processor: { type: 'TemplateProcessing', single, pair: null, special_tokens: {} } });
+    const sequenceA = { Sequence: { id: 'A', type_id: 0 } };
+    expect(Tokenizer.fromJson(withSingle([sequenceA])).encode('hi')).toEqual([104, 105]);
+    expect(refusal(withSingle([false, sequenceA])).message).toMatch(/post_processor\.single\[0\] is false; a template piece is/);
+    expect(refusal(withSingle(42)).message).toMatch(/post_processor\.single is 42, not a list of template pieces/);
+    // The single template has only one sequence: B there would read a second text that is never given.
+    expect(refusal(withSingle([{ Sequence: { id: 'B', type_id: 0 } }])).message).toMatch(/post_processor\.single\[0\]/);
+    const nested = { ...byteLevelTokenizerJson(), post_processor: { type: 'Sequence', processors: [{ type: 'TemplateProcessing', single: [7] }] } };
+    expect(refusal(nested).message).toMatch(/post_processor\.processors\[0\]\.single\[0\] is 7/);
+  });
+
+  it('sections are null or objects with a type name', () => {
+    expect(refusal({ ...byteLevelTokenizerJson(), decoder: 'ByteLevel' }).message).toMatch(/decoder is "ByteLevel"; it must be null or an object with a "type" name/);
+    expect(refusal({ ...byteLevelTokenizerJson(), normalizer: { type: ['NFC'] } }).message).toMatch(/normalizer is \{"type":\["NFC"\]\}/);
+  });
+
+  it('a tokenizer whose library objects throw while encoding or decoding is refused while loading, with the reason', () => {
+    // Both load in the library and throw a TypeError on first use.
+    const brokenDecoder = { ...byteLevelTokenizerJson(), decoder: { type: 'Sequence', decoders: [null] } };
+    expect(refusal(brokenDecoder).message).toMatch(/^x\/tokenizer\.json failed to decode \[72,101,.*\(Cannot read properties of null.*\); a section of the file/);
+    const brokenSplit = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'Split', pattern: { String: ' ' }, behavior: 5, invert: false } };
+    expect(refusal(brokenSplit).message).toMatch(/^x\/tokenizer\.json failed to encode "Hello, world!.*\(.*toLowerCase.*\); a section of the file/);
+  });
+
+  it('text the vocabulary cannot cover, with no unknown token, is a TunelabError when encoded, not undefined ids', () => {
+    // Its unknown token "<unk>" is not in the vocabulary: the library gives `undefined` for what it cannot cover.
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    const json = {
+      model: { type: 'BPE', unk_token: '<unk>', vocab: Object.fromEntries([...letters].map((c, i) => [c, i])), merges: [] },
+      added_tokens: [{ id: 26, content: '<|endoftext|>', special: true }],
+    };
+    const tok = Tokenizer.fromJson(json);
+    expect(tok.encode('abc')).toEqual([0, 1, 2]);
+    let caught: unknown;
+    try {
+      tok.encode('abc 😀');
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(TunelabError);
+    expect((caught as TunelabError).message).toMatch(/cannot encode "abc 😀": it has no token for part of it \(got id undefined\)/);
+    expect(tok.tokenString(2 ** 40)).toBeUndefined();
+  });
+});

@@ -1,5 +1,6 @@
 // Joining sharded safetensors checkpoints: the joined file parses and holds every tensor bit for bit (F16 kept as
-// F16), and an index or shards that do not agree are refused with a message naming the tensor or file.
+// F16), and an index or shards that do not agree are refused with a message naming the tensor or file, quoted short
+// however damaged the value.
 
 import { describe, expect, it } from 'vitest';
 import { TunelabError } from '../../src/engine/errors.ts';
@@ -56,5 +57,42 @@ describe('parseShardIndex', () => {
     expect(() => parseShardIndex(encode({ weight_map: {} }))).toThrow(/lists no tensors/);
     expect(() => parseShardIndex(encode({ weight_map: { x: '../secret.safetensors' } }))).toThrow(/not a \.safetensors file name/);
     expect(() => parseShardIndex(encode({ weight_map: { x: 'pytorch_model-1.bin' } }))).toThrow(/not a \.safetensors file name/);
+    // No file system allows a 256-character name.
+    expect(() => parseShardIndex(encode({ weight_map: { x: `${'m'.repeat(244)}.safetensors` } }))).toThrow(/not a \.safetensors file name/);
+    expect(parseShardIndex(encode({ weight_map: { x: `${'m'.repeat(243)}.safetensors` } })).shards).toHaveLength(1);
+  });
+
+  it('quotes damaged values short: nested 10000 deep, 8000 characters long or objects', () => {
+    const refusal = (index: unknown): string => {
+      try {
+        parseShardIndex(typeof index === 'string' ? new TextEncoder().encode(index) : encode(index));
+      } catch (error) {
+        expect(error).toBeInstanceOf(TunelabError);
+        return (error as Error).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(refusal(`{"weight_map":{"x":${'['.repeat(10_000)}1${']'.repeat(10_000)}}}`)).toBe(
+      'sharded checkpoint: weight_map gives tensor "x" the file [[[[…]]]], which is not a .safetensors file name',
+    );
+    expect(refusal({ weight_map: { x: { file: 'a.safetensors' } } })).toMatch(/the file \{"file":"a\.safetensors"\}, which/);
+    const long = refusal({ weight_map: { ['t'.repeat(8000)]: '../'.repeat(3000) } });
+    expect(long).toMatch(/^sharded checkpoint: weight_map gives tensor "t+… the file "(\.\.\/)+\.*…, which is not/);
+    expect(long.length).toBeLessThan(300);
+  });
+
+  it('cuts long shard and tensor names in messages about shards that disagree with the index', () => {
+    const shardName = `${'m'.repeat(240)}.safetensors`;
+    const longTensor = writeSafetensors([{ name: 'w'.repeat(5000), shape: [1], data: [1] }]);
+    const message = (() => {
+      try {
+        mergeSafetensorsShards([{ name: shardName, bytes: longTensor }], new Map([['w'.repeat(5000), 'other.safetensors']]));
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return '';
+    })();
+    expect(message).toMatch(/^sharded checkpoint: m+… holds "w+…, which model\.safetensors\.index\.json places in other\.safetensors$/);
+    expect(message.length).toBeLessThan(300);
   });
 });

@@ -1,12 +1,13 @@
 // PEFT adapter files: import of the PyTorch-made fixture adapter (checked through the reference model against
 // PyTorch's logits), export → import round trips (identical spec, tensors and logits), PEFT's module selection
-// rules (list suffixes, regex full match, layers_to_transform, exclude_modules, all-linear, adapter names), and
-// the refusals a learner can meet.
+// rules (list suffixes, regex full match, layers_to_transform, exclude_modules, all-linear, adapter names), the
+// refusals a learner can meet, and regexes that could backtrack for minutes, which fall back to the tensor names.
 //
 // Tolerance against the fixture's logits: FIXTURE_F32 as in tests/reference-gpt2.test.ts (PyTorch float64 rounded
 // to f32 once: one ulp relative). Round trips are compared bit for bit.
 
 import { describe, expect, it } from 'vitest';
+import { TunelabError } from '../../src/engine/errors.ts';
 import { parseSafetensors, readTensorF32, writeSafetensors, type TensorToWrite } from '../../src/engine/io/safetensors.ts';
 import { modelConfig } from '../../src/engine/model/config.ts';
 import {
@@ -18,6 +19,7 @@ import {
   parseAdapterModulePath,
   peftAdapterConfig,
   peftTensorName,
+  regexHazard,
   type AdapterSpec,
   type AdapterTensors,
 } from '../../src/engine/interop/peft.ts';
@@ -288,6 +290,80 @@ describe('refusals on import', () => {
     const mixed = adapterFile((n) => (n.includes('.h.0.') ? n.replace('.lora_A.weight', '.lora_A.other.weight').replace('.lora_B.weight', '.lora_B.other.weight') : n));
     refuse({}, /mixes adapters "other" and "\(unnamed\)"|mixes adapters "\(unnamed\)" and "other"/, mixed);
     refuse({}, /holds no LoRA tensors/, writeSafetensors([]));
+  });
+});
+
+describe('regexes from adapter_config.json are run only when they cannot backtrack for long', () => {
+  const withConfig = (changes: Record<string, unknown>) => importPeftAdapter({ ...fixtureConfig, ...changes }, fixture.adapterModel, MODEL);
+
+  it('regexHazard passes the shapes PEFT configs use and names what is wrong with catastrophic ones', () => {
+    for (const safe of [
+      fixtureConfig.target_modules as string,
+      '.*\\.h\\.\\d+\\.attn\\.c_attn',
+      '.*(attn|mlp)\\.c_(attn|proj|fc)',
+      'transformer\\.h\\.(0|1)\\.mlp\\.c_fc',
+      '(?:transformer\\.)?h\\.\\d{1,2}\\.attn\\.c_attn',
+      '(\\.\\d+)?c_attn', // an optional group may hold a quantifier: it runs at most once
+      '[(*+]+c_attn', // quantifier characters inside a class are literals
+    ]) {
+      expect(regexHazard(safe), safe).toBeNull();
+    }
+    for (const nested of ['(.*)*x', '(.*){7}x', '(a|a)*', '((ab)*c)+', '(?:x+)+y', '(a?){25}a']) {
+      expect(regexHazard(nested), nested).toMatch(/repeats a group that itself holds a quantifier or alternatives/);
+    }
+    expect(regexHazard('.*.*.*.*.*x')).toMatch(/it has 5 quantifiers \(at most 4/);
+    expect(regexHazard('a)|(b')).toMatch(/parentheses do not balance/);
+    expect(regexHazard('a'.repeat(10_001))).toMatch(/10001 characters long/);
+  });
+
+  it('a catastrophic target_modules falls back to the tensor names with a warning, at once', () => {
+    for (const pattern of ['(.*)*x', '(.*){7}x', '.*.*.*.*.*.*.*x']) {
+      const started = performance.now();
+      const imported = withConfig({ target_modules: pattern });
+      expect(performance.now() - started, pattern).toBeLessThan(2000);
+      expect(imported.tensors.size).toBe(5);
+      expect(imported.warnings.join()).toMatch(/target_modules ".*" is not run: .*; the adapted modules are taken from the tensor names/);
+    }
+  });
+
+  it('so do a catastrophic exclude_modules or layers_pattern', () => {
+    const excluded = withConfig({ exclude_modules: '(h|h)*x' });
+    expect(excluded.tensors.size).toBe(5);
+    expect(excluded.warnings.join()).toMatch(/exclude_modules "\(h\|h\)\*x" is not run/);
+    const layered = withConfig({ target_modules: ['c_attn', 'c_proj', 'c_fc'], layers_to_transform: [1], layers_pattern: '(h*)*' });
+    expect(layered.warnings.join()).toMatch(/layers_pattern "\(h\*\)\*" is not run/);
+  });
+
+  it('fields nested 10000 deep are refused with short messages, not stack overflows', () => {
+    const deep = JSON.parse(`${'['.repeat(10_000)}"c_attn"${']'.repeat(10_000)}`) as unknown;
+    for (const [field, pattern] of [
+      ['peft_type', /peft_type is \[\[\[\[…\]\]\]\]; Tunelab reads LoRA/],
+      ['r', /r must be a positive integer, got \[\[\[\[…\]\]\]\]/],
+      ['target_modules', /target_modules must be a list of module names or a regex string, got \[\[\[\[…\]\]\]\]/],
+      ['exclude_modules', /exclude_modules must list names \(strings\), got \[\[\[\[…\]\]\]\]/],
+      ['layers_to_transform', /layers_to_transform must be a layer index or a list of them, got \[\[\[\[…\]\]\]\]/],
+      ['layers_pattern', /layers_pattern must list names \(strings\), got \[\[\[\[…\]\]\]\]/],
+    ] as const) {
+      // layers_* are read only for a list target_modules with a layer selection.
+      const selection = field.startsWith('layers_') ? { target_modules: ['c_attn'], layers_to_transform: [1] } : {};
+      expectBadModel(() => withConfig({ ...selection, [field]: deep }), pattern);
+    }
+  });
+
+  it('refuses an adapter whose tensors hold NaN or infinities, naming the tensor', () => {
+    const file = parseSafetensors(fixture.adapterModel);
+    const name = peftTensorName('h.1.mlp.c_fc', 'B');
+    const tensors: TensorToWrite[] = [...file.tensors.keys()].map((n) => ({ name: n, shape: file.tensors.get(n)!.shape, data: readTensorF32(file, n) }));
+    const poisoned = tensors.find((t) => t.name === name)!;
+    (poisoned.data as Float32Array)[7] = NaN;
+    let caught: unknown;
+    try {
+      importPeftAdapter(fixtureConfig, writeSafetensors(tensors), MODEL);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(TunelabError);
+    expect((caught as Error).message).toContain(`tensor "${name}" holds NaN at element 7`);
   });
 });
 

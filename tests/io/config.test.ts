@@ -87,6 +87,29 @@ describe('ModelConfig', () => {
     expectRefusal(() => parseModelConfig({ ...HF_GPT2, eos_token_id: 50257 }), /eosTokenId=50257/);
   });
 
+  it('quotes a value of any shape or size in a short message, even one nested 10000 deep', () => {
+    const deep = (asObject: boolean) => JSON.parse(asObject ? `${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}` : `${'['.repeat(10_000)}1${']'.repeat(10_000)}`) as unknown;
+    for (const asObject of [false, true]) {
+      const shown = asObject ? '\\{"a":\\{"a":\\{"a":\\{…\\}\\}\\}\\}' : '\\[\\[\\[\\[…\\]\\]\\]\\]';
+      expectRefusal(() => parseModelConfig({ ...HF_GPT2, model_type: deep(asObject) }), new RegExp(`has model_type ${shown};`));
+      expectRefusal(() => parseModelConfig({ ...HF_GPT2, activation_function: deep(asObject) }), new RegExp(`activation_function ${shown} is not supported`));
+      expectRefusal(() => parseModelConfig({ ...HF_GPT2, n_inner: deep(asObject) }), new RegExp(`n_inner=${shown} is not supported`));
+    }
+    // Objects as JSON rather than "[object Object]"; an 8000-character value cut to a readable length.
+    expectRefusal(() => parseModelConfig({ ...HF_GPT2, n_inner: { size: 3072 } }), /n_inner=\{"size":3072\} is not supported/);
+    let message = '';
+    try {
+      parseModelConfig({ ...HF_GPT2, model_type: 'x'.repeat(8000) });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/has model_type "x+…;/);
+    expect(message.length).toBeLessThan(300);
+    expect(() => validateModelConfig({ ...TINY, nLayer: { n: 2 } as unknown as number })).toThrow(/nLayer must be a positive integer, got \{"n":2\}/);
+    // A damaged activation_function in the base of a saved config is replaced, not turned into text.
+    expect(modelConfigToJson(TINY, { activation_function: deep(false) }).activation_function).toBe('gelu_new');
+  });
+
   it('validates overrides', () => {
     expect(modelConfig({ nLayer: 2 }).nLayer).toBe(2);
     expect(() => modelConfig({ nEmbd: 0 })).toThrow(TunelabError);

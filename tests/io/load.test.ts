@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TunelabError } from '../../src/engine/errors.ts';
+import { parseSafetensors } from '../../src/engine/io/safetensors.ts';
 import { TINY, modelConfig } from '../../src/engine/model/config.ts';
 import { createModelDirectory } from '../../src/engine/model/init.ts';
 import {
@@ -15,9 +16,20 @@ import { byteLevelTokenizerJson } from '../../src/engine/tokenizer/byte-level.ts
 
 const CONFIG = modelConfig({ nLayer: 1, nHead: 2, nEmbd: 8, nPositions: 16, vocabSize: 257, bosTokenId: 256, eosTokenId: 256 });
 
-function modelFiles(): Record<string, Uint8Array> {
+function modelFiles(dtype: 'f32' | 'f16' = 'f32'): Record<string, Uint8Array> {
   const tokenizerJson = checkTokenizerJson(byteLevelTokenizerJson());
-  return { ...createModelDirectory({ config: CONFIG, seed: 9, tokenizerJson, tokenizerDescription: 'bytes' }).files };
+  return { ...createModelDirectory({ config: CONFIG, seed: 9, dtype, tokenizerJson, tokenizerDescription: 'bytes' }).files };
+}
+
+/** A copy of a checkpoint with one element of one tensor overwritten by raw bits (a flipped exponent, say). */
+function withElementBits(checkpoint: Uint8Array, tensor: string, element: number, bits: number): Uint8Array {
+  const copy = checkpoint.slice();
+  const file = parseSafetensors(copy);
+  const info = file.tensors.get(tensor)!;
+  const view = new DataView(file.data.buffer, file.data.byteOffset);
+  if (info.dtype === 'F32') view.setUint32(info.begin + 4 * element, bits, true);
+  else view.setUint16(info.begin + 2 * element, bits, true);
+  return copy;
 }
 
 async function expectBadModel(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
@@ -94,6 +106,38 @@ describe('loadModel', () => {
     );
   });
 
+  it('refuses NaN or infinite weights (bit flips in a download), naming the file, the tensor and the element', async () => {
+    for (const [dtype, bits, shown] of [
+      ['f32', 0x7fc00000, 'NaN'],
+      ['f32', 0xff800000, '-Infinity'],
+      ['f16', 0x7c00, 'Infinity'],
+      ['f16', 0x7e01, 'NaN'],
+    ] as const) {
+      const files = modelFiles(dtype);
+      const checkpoint = withElementBits(files['model.safetensors'], 'h.0.attn.c_attn.weight', 5, bits);
+      await expectBadModel(
+        loadModel(memorySource({ ...files, 'model.safetensors': checkpoint })),
+        new RegExp(`^model\\.safetensors in in-memory model: .*tensor "h\\.0\\.attn\\.c_attn\\.weight" holds ${shown} at element 5 of 192`),
+      );
+    }
+    // The same bits in a finite pattern load: the check is for non-finite values only.
+    const files = modelFiles('f16');
+    const finite = withElementBits(files['model.safetensors'], 'h.0.attn.c_attn.weight', 5, 0x7bff);
+    expect((await loadModel(memorySource({ ...files, 'model.safetensors': finite }))).weights.data).toContain(65504);
+  });
+
+  it('refuses a tokenizer.json whose ids are not token ids before anything is sized by them', async () => {
+    const files = modelFiles();
+    const tokenizer = byteLevelTokenizerJson() as TokenizerJson & { model: { vocab: Record<string, unknown> } };
+    tokenizer.model.vocab.extra = [20_000_000];
+    const started = performance.now();
+    await expectBadModel(
+      loadModel(memorySource({ ...files, 'tokenizer.json': JSON.stringify(tokenizer) })),
+      /tokenizer\.json: model\.vocab gives "extra" the id \[20000000\]; token ids must be whole numbers from 0 to 16777215/,
+    );
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
   it('fetchSource treats 404 as missing and other failures as errors', async () => {
     const files = modelFiles();
     const fakeFetch = (async (url: string | URL | Request) => {
@@ -118,6 +162,14 @@ describe('tokenizer.json helpers', () => {
     expect(tokenizerVocabSize(unigram)).toBe(3);
     expect(endOfTextId(unigram)).toBe(2);
     expect(tokenizerVocabSize(checkTokenizerJson({ model: { type: 'Custom' } }))).toBeUndefined();
+    // Ids that are not token ids are refused by both, naming the entry, rather than skipped or taken as sizes.
+    const badAdded = { model: { vocab: { a: 0 } }, added_tokens: [{ id: 'Ġ t', content: '<|endoftext|>', special: true }] };
+    expect(() => checkTokenizerJson(badAdded, 'x/tokenizer.json')).toThrow(/^x\/tokenizer\.json: added_tokens\[0\] has the id "Ġ t"/);
+    expect(() => tokenizerVocabSize(badAdded as unknown as TokenizerJson)).toThrow(TunelabError);
+    expect(() => checkTokenizerJson({ model: { vocab: { a: '20000000' } } })).toThrow(/model\.vocab gives "a" the id "20000000"/);
+    expect(tokenizerVocabSize(checkTokenizerJson({ model: { vocab: { a: 2 ** 24 - 1 } } }))).toBe(2 ** 24);
+    // endOfTextId never hands back an id that is not one, even for JSON that skipped the check.
+    expect(endOfTextId({ model: {}, added_tokens: [{ id: 1.5, content: '<|endoftext|>' }] } as TokenizerJson)).toBeUndefined();
     expect(TINY.vocabSize).toBe(257);
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { TunelabError } from '../../src/engine/errors.ts';
 import {
   MAX_HEADER_BYTES,
+  decodeTensorInto,
   floatToHalfBits,
   halfBitsToFloat,
   parseSafetensors,
@@ -246,6 +247,80 @@ describe('safetensors reader refuses broken files with a clear message', () => {
   });
   it('an empty file with only "{}" is valid and has no tensors', () => {
     expect(parseSafetensors(rawSafetensors('{}')).tensors.size).toBe(0);
+  });
+});
+
+describe('safetensors messages quote damaged header values safely', () => {
+  const data8 = f32Bytes([1, 2]);
+  const deepText = (asObject: boolean) => (asObject ? `${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}` : `${'['.repeat(10_000)}1${']'.repeat(10_000)}`);
+
+  it('a dtype, shape or data_offsets nested 10000 deep is refused with a short message, not a stack overflow', () => {
+    for (const asObject of [false, true]) {
+      const shown = asObject ? '\\{"a":\\{"a":\\{"a":\\{…\\}\\}\\}\\}' : '\\[\\[\\[\\[…\\]\\]\\]\\]';
+      const header = (field: string) => `{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"${field}":${deepText(asObject)}}}`;
+      expectBadModel(() => parseSafetensors(rawSafetensors(header('dtype'), data8)), new RegExp(`"x" has unknown dtype ${shown}; known:`));
+      expectBadModel(() => parseSafetensors(rawSafetensors(header('shape'), data8)), new RegExp(`"x": shape ${shown} is not a list`));
+      expectBadModel(() => parseSafetensors(rawSafetensors(header('data_offsets'), data8)), new RegExp(`"x": data_offsets ${shown} is not a pair`));
+    }
+  });
+
+  it('long tensor names, metadata keys and shapes are cut, so a message stays readable', () => {
+    const longName = 'w'.repeat(5000);
+    let message = '';
+    try {
+      parseSafetensors(rawSafetensors({ [longName]: { dtype: 'F128', shape: [2], data_offsets: [0, 8] } }, data8));
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/^safetensors: tensor "w+… has unknown dtype "F128"/);
+    expect(message.length).toBeLessThan(300);
+    expectBadModel(() => parseSafetensors(rawSafetensors({ __metadata__: { ['k'.repeat(5000)]: 1 } })), /^safetensors: "__metadata__" entry "k{50,200}… is not a string$/);
+    const manyDimensions = Array.from({ length: 5000 }, () => 1);
+    expectBadModel(
+      () => parseSafetensors(rawSafetensors({ x: { dtype: 'F32', shape: [...manyDimensions, 3], data_offsets: [0, 8] } }, data8)),
+      /shape \[1, 1, 1, 1, 1, 1, 1, 1, … \(5001 dimensions\)\] needs 12 bytes/,
+    );
+  });
+});
+
+describe('decoding refuses NaN and infinities where weights are filled', () => {
+  // F32 NaN and -inf, F16 +inf and NaN, BF16 NaN: each the fourth element of its tensor.
+  const data = concatBytes(
+    f32Bytes([1, 2, 3, NaN]),
+    f32Bytes([1, 2, 3, -Infinity]),
+    u16Bytes([0x3c00, 0x3c00, 0x3c00, 0x7c00]),
+    u16Bytes([0x3c00, 0x3c00, 0x3c00, 0x7e01]),
+    u16Bytes([0x3f80, 0x3f80, 0x3f80, 0x7fc1]),
+    u16Bytes([0x3c00, 0x7bff, 0xfbff, 0x0001]), // finite F16 extremes: max, -max, smallest subnormal
+  );
+  const file = parseSafetensors(
+    rawSafetensors(
+      {
+        nan32: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+        inf32: { dtype: 'F32', shape: [2, 2], data_offsets: [16, 32] },
+        inf16: { dtype: 'F16', shape: [4], data_offsets: [32, 40] },
+        nan16: { dtype: 'F16', shape: [4], data_offsets: [40, 48] },
+        nanbf16: { dtype: 'BF16', shape: [4], data_offsets: [48, 56] },
+        finite16: { dtype: 'F16', shape: [4], data_offsets: [56, 64] },
+      },
+      data,
+    ),
+  );
+
+  it('decodeTensorInto (what the model loader fills its weights with) names the tensor, the value and the element', () => {
+    const out = new Float32Array(8);
+    for (const [name, shown] of [['nan32', 'NaN'], ['inf32', '-Infinity'], ['inf16', 'Infinity'], ['nan16', 'NaN'], ['nanbf16', 'NaN']]) {
+      expectBadModel(() => decodeTensorInto(file, name, out, 2), new RegExp(`tensor "${name}" holds ${shown} at element 3 of 4; weights must be finite`));
+    }
+    decodeTensorInto(file, 'finite16', out, 4);
+    expect(Array.from(out.subarray(4))).toEqual([1, 65504, -65504, 2 ** -24]);
+  });
+
+  it('readTensorF32 keeps them unless asked to refuse them', () => {
+    expect(Array.from(readTensorF32(file, 'inf16'))).toEqual([1, 1, 1, Infinity]);
+    expect(Number.isNaN(readTensorF32(file, 'nan32')[3])).toBe(true);
+    expectBadModel(() => readTensorF32(file, 'inf32', { requireFinite: true }), /tensor "inf32" holds -Infinity at element 3 of 4/);
+    expect(Array.from(readTensorF32(file, 'finite16', { requireFinite: true }))).toEqual([1, 65504, -65504, 2 ** -24]);
   });
 });
 

@@ -2,6 +2,7 @@
 // (model-00001-of-00002.safetensors, ...). The loader reads one model.safetensors, so the shards are joined into one
 // valid safetensors file: the tensors' raw bytes copied unchanged, one header listing them all.
 
+import { describeValue, shortText } from '../describe.ts';
 import { TunelabError } from '../errors.ts';
 import { parseSafetensors, type SafetensorsFile } from '../io/safetensors.ts';
 
@@ -24,9 +25,12 @@ export function parseShardIndex(bytes: Uint8Array): { shards: string[]; weightMa
   const weightMap = new Map<string, string>();
   const shards: string[] = [];
   for (const [tensor, file] of Object.entries(map)) {
-    // Shards sit beside the index; a path that climbs out or is absolute is not a shard.
-    if (typeof file !== 'string' || !/^[\w.-]+\.safetensors$/.test(file) || file.startsWith('.')) {
-      throw bad(`weight_map gives tensor "${tensor}" the file ${JSON.stringify(file)}, which is not a .safetensors file name`);
+    // Shards sit beside the index; a path that climbs out or is absolute is not a shard, nor is a name no file system
+    // allows (over 255 characters).
+    if (typeof file !== 'string' || !/^[\w.-]+\.safetensors$/.test(file) || file.startsWith('.') || file.length > 255) {
+      throw bad(
+        `weight_map gives tensor ${describeValue(tensor, 120)} the file ${describeValue(file)}, which is not a .safetensors file name`,
+      );
     }
     weightMap.set(tensor, file);
     if (!shards.includes(file)) shards.push(file);
@@ -48,7 +52,7 @@ export function mergeSafetensorsShards(
     try {
       return { name, file: parseSafetensors(bytes) };
     } catch (error) {
-      throw bad(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+      throw bad(`${shortText(name)}: ${error instanceof Error ? error.message : describeValue(error)}`);
     }
   });
   const seen = new Map<string, string>();
@@ -57,9 +61,14 @@ export function mergeSafetensorsShards(
   for (const { name, file } of parsed) {
     for (const info of file.tensors.values()) {
       const before = seen.get(info.name);
-      if (before !== undefined) throw bad(`tensor "${info.name}" is in both ${before} and ${name}`);
+      if (before !== undefined) {
+        throw bad(`tensor ${describeValue(info.name, 120)} is in both ${shortText(before)} and ${shortText(name)}`);
+      }
       if (weightMap && weightMap.get(info.name) !== name) {
-        throw bad(`${name} holds "${info.name}", which model.safetensors.index.json places in ${weightMap.get(info.name) ?? 'no shard'}`);
+        throw bad(
+          `${shortText(name)} holds ${describeValue(info.name, 120)}, which model.safetensors.index.json places in ` +
+            `${shortText(weightMap.get(info.name) ?? 'no shard')}`,
+        );
       }
       seen.set(info.name, name);
       const length = info.end - info.begin;
@@ -72,7 +81,7 @@ export function mergeSafetensorsShards(
   }
   if (weightMap) {
     const missing = [...weightMap.keys()].filter((t) => !seen.has(t));
-    if (missing.length) throw bad(`the index lists ${missing.length} tensor(s) no shard has, such as "${missing[0]}"`);
+    if (missing.length) throw bad(`the index lists ${missing.length} tensor(s) no shard has, such as ${describeValue(missing[0], 120)}`);
   }
   const metadata = parsed[0]?.file.metadata ?? {};
   if (Object.keys(metadata).length) entries.unshift(`"__metadata__":${JSON.stringify(metadata)}`);

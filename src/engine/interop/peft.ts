@@ -9,6 +9,7 @@
 // tensors' keys are the exact adapted modules ("sites"); the spec's targetModules and layers describe their union,
 // because PEFT can also adapt an irregular set (a regex target_modules), as the oracle fixture does.
 
+import { describeValue } from '../describe.ts';
 import { TunelabError } from '../errors.ts';
 import { parseSafetensors, readTensorF32, writeSafetensors, type WriteDtype } from '../io/safetensors.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -129,9 +130,14 @@ function checkedSites(tensors: AdapterTensors, model: AdapterModelShape, rank: n
 }
 
 function checkSpecNumbers(spec: AdapterSpec): void {
-  if (!Number.isSafeInteger(spec.rank) || spec.rank < 1) throw bad(`rank must be a positive integer, got ${spec.rank}`);
-  if (!(typeof spec.alpha === 'number' && Number.isFinite(spec.alpha))) throw bad(`alpha must be a number, got ${spec.alpha}`);
-  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw bad(`dropout must be in [0, 1), got ${spec.dropout}`);
+  if (!Number.isSafeInteger(spec.rank) || spec.rank < 1) throw bad(`rank must be a positive integer, got ${describeValue(spec.rank)}`);
+  if (!(typeof spec.alpha === 'number' && Number.isFinite(spec.alpha))) throw bad(`alpha must be a number, got ${describeValue(spec.alpha)}`);
+  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw bad(`dropout must be in [0, 1), got ${describeValue(spec.dropout)}`);
+}
+
+/** `[2, 3]`; only the first few dimensions of a damaged shape with thousands of them. */
+function shapeText(shape: readonly number[]): string {
+  return `[${shape.slice(0, 8).join(', ')}${shape.length > 8 ? ', …' : ''}]`;
 }
 
 /** 'a, b, c, d and 3 more' */
@@ -175,13 +181,13 @@ export function peftAdapterConfig(spec: AdapterSpec, tensors: AdapterTensors, mo
   if (sites.length === 0) throw bad('the adapter has no tensors');
   const targets = ADAPTER_TARGETS.filter((t) => spec.targetModules.includes(t));
   for (const t of spec.targetModules) {
-    if (!ADAPTER_TARGETS.includes(t)) throw bad(`unknown target module "${t}"; use ${ADAPTER_TARGETS.join(', ')}`);
+    if (!ADAPTER_TARGETS.includes(t)) throw bad(`unknown target module ${describeValue(t)}; use ${ADAPTER_TARGETS.join(', ')}`);
   }
   const allLayers = Array.from({ length: model.nLayer }, (_, l) => l);
   const layers = spec.layers === null ? allLayers : [...new Set(spec.layers)].sort((a, b) => a - b);
   for (const l of layers) {
     if (!(Number.isSafeInteger(l) && l >= 0 && l < model.nLayer)) {
-      throw bad(`layer ${l} is not a block of a ${model.nLayer}-layer model`);
+      throw bad(`layer ${describeValue(l)} is not a block of a ${model.nLayer}-layer model`);
     }
   }
   // The tensors must lie in the spec's grid and cover its every module and layer at least once.
@@ -326,18 +332,18 @@ function parseConfigJson(input: unknown): Record<string, unknown> {
 function checkSupported(c: Record<string, unknown>): void {
   const peftType = c.peft_type;
   if (peftType !== 'LORA') {
-    throw bad(`peft_type is ${JSON.stringify(peftType)}; Tunelab reads LoRA adapters (peft_type "LORA") only`);
+    throw bad(`peft_type is ${describeValue(peftType)}; Tunelab reads LoRA adapters (peft_type "LORA") only`);
   }
   if (c.use_dora === true) {
     throw bad('use_dora is true: DoRA adapters (a learned magnitude per output) are not supported; train plain LoRA');
   }
   if (c.lora_bias === true) throw bad('lora_bias is true: LoRA adapters with a bias on B are not supported');
   if (c.bias !== undefined && c.bias !== null && c.bias !== 'none') {
-    throw bad(`bias is ${JSON.stringify(c.bias)}: adapters that also train the model's biases are not supported (use "none")`);
+    throw bad(`bias is ${describeValue(c.bias)}: adapters that also train the model's biases are not supported (use "none")`);
   }
   if (!isEmpty(c.modules_to_save)) {
     throw bad(
-      `modules_to_save is ${JSON.stringify(c.modules_to_save)}: adapters that carry fully trained modules are not supported`,
+      `modules_to_save is ${describeValue(c.modules_to_save)}: adapters that carry fully trained modules are not supported`,
     );
   }
   if (!isEmpty(c.rank_pattern) || !isEmpty(c.alpha_pattern)) {
@@ -350,7 +356,7 @@ function checkSupported(c: Record<string, unknown>): void {
 
 function positiveInteger(value: unknown, what: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw bad(`${what} must be a positive integer, got ${JSON.stringify(value)}`);
+    throw bad(`${what} must be a positive integer, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -360,6 +366,29 @@ function sitesSelectedByConfig(
   c: Record<string, unknown>,
   model: AdapterModelShape,
   warnings: string[],
+): { sites: AdapterSite[] | null; layersToTransform: number[] | null } {
+  try {
+    return sitesSelectedByRegexes(c, model);
+  } catch (error) {
+    if (!(error instanceof UnusableRegex)) throw error;
+    // Python regex syntax JavaScript lacks (e.g. (?P<name>…)), or a pattern that could backtrack for minutes:
+    // rely on the tensor names alone.
+    warnings.push(`${error.message}; the adapted modules are taken from the tensor names`);
+    return { sites: null, layersToTransform: null };
+  }
+}
+
+/** A regex of the config that JavaScript cannot compile or cannot run safely; the import then trusts the tensors. */
+class UnusableRegex extends Error {}
+
+function stringList(value: unknown[], what: string): string[] {
+  if (!value.every((v) => typeof v === 'string')) throw bad(`${what} must list names (strings), got ${describeValue(value)}`);
+  return value as string[];
+}
+
+function sitesSelectedByRegexes(
+  c: Record<string, unknown>,
+  model: AdapterModelShape,
 ): { sites: AdapterSite[] | null; layersToTransform: number[] | null } {
   const allSites: AdapterSite[] = [];
   for (let layer = 0; layer < model.nLayer; layer++) for (const module of MODULES) allSites.push({ layer, module });
@@ -371,7 +400,7 @@ function sitesSelectedByConfig(
     const re = compileFullMatch(excludeModules, 'exclude_modules');
     exclude = (k) => re.test(k);
   } else if (Array.isArray(excludeModules) && excludeModules.length) {
-    const names = excludeModules.map(String);
+    const names = stringList(excludeModules, 'exclude_modules');
     exclude = (k) => names.some((n) => k === n || k.endsWith(`.${n}`));
   }
 
@@ -381,31 +410,24 @@ function sitesSelectedByConfig(
     targets = ['c_attn', 'c_proj', 'c_fc'];
   }
   if (typeof targets === 'string') {
-    let re: RegExp;
-    try {
-      re = compileFullMatch(targets, 'target_modules');
-    } catch (error) {
-      // Python regex syntax JavaScript lacks (e.g. (?P<name>…)): rely on the tensor names alone.
-      warnings.push(`${(error as Error).message}; the adapted modules are taken from the tensor names`);
-      return { sites: null, layersToTransform: null };
-    }
+    const re = compileFullMatch(targets, 'target_modules');
     return { sites: allSites.filter((s) => !exclude(key(s)) && re.test(key(s))), layersToTransform: null };
   }
   if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string')) {
-    throw bad(`target_modules must be a list of module names or a regex string, got ${JSON.stringify(targets)}`);
+    throw bad(`target_modules must be a list of module names or a regex string, got ${describeValue(targets)}`);
   }
 
   let layersToTransform: number[] | null = null;
   const ltt = c.layers_to_transform;
   if (typeof ltt === 'number') layersToTransform = [ltt];
-  else if (Array.isArray(ltt)) layersToTransform = ltt.map((v) => Number(v));
+  else if (Array.isArray(ltt) && ltt.every((v) => typeof v === 'number')) layersToTransform = ltt as number[];
   else if (ltt !== undefined && ltt !== null) {
-    throw bad(`layers_to_transform must be a layer index or a list, got ${JSON.stringify(ltt)}`);
+    throw bad(`layers_to_transform must be a layer index or a list of them, got ${describeValue(ltt)}`);
   }
   if (layersToTransform) {
     for (const l of layersToTransform) {
       if (!(Number.isSafeInteger(l) && l >= 0 && l < model.nLayer)) {
-        throw bad(`layers_to_transform names layer ${l}, but the model has ${model.nLayer} blocks`);
+        throw bad(`layers_to_transform names layer ${describeValue(l)}, but the model has ${model.nLayer} blocks`);
       }
     }
     layersToTransform = [...new Set(layersToTransform)].sort((a, b) => a - b);
@@ -414,15 +436,10 @@ function sitesSelectedByConfig(
   let patternList: string[];
   if (patterns === undefined || patterns === null) patternList = [];
   else if (typeof patterns === 'string') patternList = [patterns];
-  else if (Array.isArray(patterns)) patternList = patterns.map(String);
-  else throw bad(`layers_pattern must be a string or a list, got ${JSON.stringify(patterns)}`);
-  const layerRegexes = patternList.map((p) => {
-    try {
-      return new RegExp(`^.*\\.${p}\\.(\\d+)\\.`);
-    } catch {
-      throw bad(`layers_pattern ${JSON.stringify(p)} is not a regular expression JavaScript understands`);
-    }
-  });
+  else if (Array.isArray(patterns)) patternList = stringList(patterns, 'layers_pattern');
+  else throw bad(`layers_pattern must be a string or a list, got ${describeValue(patterns)}`);
+  // PEFT: re.match(f".*\.{layer_pattern}\.(\d+)\.", key), i.e. the number after that name.
+  const layerRegexes = patternList.map((p) => compileChecked(`^.*\\.${p}\\.(\\d+)\\.`, p, 'layers_pattern'));
   if (layerRegexes.length === 0) layerRegexes.push(/^.*\.[^.]*\.(\d+)\./);
   const layerIndexOf = (k: string): number | null => {
     // PEFT: without a pattern, the number after any dotted name; with one, the number after that name.
@@ -446,13 +463,106 @@ function sitesSelectedByConfig(
   return { sites, layersToTransform };
 }
 
+/** Longer patterns are not run: the exporter's longest (every module of 48 blocks listed) is about 3,500 characters. */
+const MAX_PATTERN_CHARS = 10_000;
+/** More quantifiers than this are not run: `.*` six times over already costs most of a second on GPT-2 XL's paths. */
+const MAX_QUANTIFIERS = 4;
+
+/**
+ * Why running `pattern` could backtrack catastrophically, or null when its shape is safe. Conservative: refuses a
+ * repeated group whose body holds a quantifier or alternatives (`(.*)*x`, `(.*){7}x`, `(a|a)*`), more than
+ * MAX_QUANTIFIERS quantifiers (`.*.*.*.*.*x`), overlong patterns and unbalanced parentheses (which would escape the
+ * full-match wrapper). Regexes PEFT configs use (`.*\.h\.\d+\.attn\.c_attn`, alternatives of module paths) pass.
+ */
+export function regexHazard(pattern: string): string | null {
+  if (pattern.length > MAX_PATTERN_CHARS) {
+    return `it is ${pattern.length} characters long (at most ${MAX_PATTERN_CHARS} are run)`;
+  }
+  // One entry per open group: whether its body so far holds a quantifier or a "|".
+  const open: boolean[] = [];
+  let quantifiers = 0;
+  let canRepeat = false; // something that a quantifier here would apply to precedes
+  let previousGroupRisky = false; // …and it is a group whose body quantifies or alternates
+  let i = 0;
+  while (i < pattern.length) {
+    const ch = pattern[i];
+    const quantifier = canRepeat ? quantifierAt(pattern, i) : null;
+    if (quantifier) {
+      quantifiers++;
+      open.fill(true);
+      if (quantifier.repeats && previousGroupRisky) {
+        return (
+          'it repeats a group that itself holds a quantifier or alternatives ' +
+          '(nested quantifiers can backtrack for minutes)'
+        );
+      }
+      i += quantifier.length;
+      if (pattern[i] === '?') i++; // lazy: not another quantifier
+      canRepeat = false;
+      previousGroupRisky = false;
+      continue;
+    }
+    previousGroupRisky = false;
+    canRepeat = true;
+    if (ch === '\\') {
+      i += 2;
+    } else if (ch === '[') {
+      // A character class is one atom: skip to its closing bracket (JavaScript's rules: "[]" is an empty class).
+      i++;
+      if (pattern[i] === '^') i++;
+      while (i < pattern.length && pattern[i] !== ']') i += pattern[i] === '\\' ? 2 : 1;
+      i++;
+    } else if (ch === '(') {
+      open.push(false);
+      canRepeat = false;
+      i += pattern[i + 1] === '?' ? 2 : 1; // (?:, (?=, (?<name>: that "?" is no quantifier
+    } else if (ch === ')') {
+      if (open.length === 0) return 'its parentheses do not balance';
+      previousGroupRisky = open.pop()!;
+      i++;
+    } else if (ch === '|') {
+      open.fill(true);
+      canRepeat = false;
+      i++;
+    } else {
+      if (ch === '^' || ch === '$') canRepeat = false;
+      i++;
+    }
+  }
+  if (quantifiers > MAX_QUANTIFIERS) {
+    return `it has ${quantifiers} quantifiers (at most ${MAX_QUANTIFIERS} are run; each multiplies the backtracking)`;
+  }
+  return null;
+}
+
+/** The quantifier starting at `i`, if any: `*`, `+`, `?` or a valid `{n}`, `{n,}`, `{n,m}`; `repeats` unless at most once. */
+function quantifierAt(pattern: string, i: number): { length: number; repeats: boolean } | null {
+  const ch = pattern[i];
+  if (ch === '*' || ch === '+') return { length: 1, repeats: true };
+  if (ch === '?') return { length: 1, repeats: false };
+  if (ch !== '{') return null;
+  const braces = /^\{(\d+)(,(\d*))?\}/.exec(pattern.slice(i, i + 40));
+  if (!braces) return null; // a literal "{"
+  const max = braces[2] === undefined ? Number(braces[1]) : braces[3] === '' ? Infinity : Number(braces[3]);
+  return { length: braces[0].length, repeats: max > 1 };
+}
+
+/** A RegExp of `source`, built around the user's `pattern`, once the pattern is known to compile and run safely. */
+function compileChecked(source: string, pattern: string, what: string): RegExp {
+  const hazard = regexHazard(pattern);
+  if (hazard) throw new UnusableRegex(`PEFT adapter: ${what} ${describeValue(pattern)} is not run: ${hazard}`);
+  try {
+    return new RegExp(source);
+  } catch {
+    throw new UnusableRegex(
+      `PEFT adapter: ${what} ${describeValue(pattern)} is not a regular expression JavaScript understands`,
+    );
+  }
+}
+
 /** Python's re.fullmatch(pattern, key) as a JavaScript RegExp. */
 function compileFullMatch(pattern: string, what: string): RegExp {
-  try {
-    return new RegExp(`^(?:${pattern})$`);
-  } catch {
-    throw bad(`${what} ${JSON.stringify(pattern)} is not a regular expression JavaScript understands`);
-  }
+  return compileChecked(`^(?:${pattern})$`, pattern, what);
 }
 
 /**
@@ -472,10 +582,10 @@ export function importPeftAdapter(
   const warnings: string[] = [];
   const rank = positiveInteger(c.r ?? 8, 'r'); // PEFT's defaults: r 8, lora_alpha 8, lora_dropout 0
   const alpha = c.lora_alpha ?? 8;
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw bad(`lora_alpha must be a number, got ${JSON.stringify(alpha)}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw bad(`lora_alpha must be a number, got ${describeValue(alpha)}`);
   const dropout = c.lora_dropout ?? 0;
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) {
-    throw bad(`lora_dropout must be a number in [0, 1), got ${JSON.stringify(dropout)}`);
+    throw bad(`lora_dropout must be a number in [0, 1), got ${describeValue(dropout)}`);
   }
   const useRslora = c.use_rslora === true;
   if (c.fan_in_fan_out === false) {
@@ -490,25 +600,31 @@ export function importPeftAdapter(
   for (const name of file.tensors.keys()) {
     const match = LORA_KEY.exec(name);
     if (!match) {
-      if (/lora_magnitude_vector/.test(name)) throw bad(`tensor ${name} is a DoRA magnitude; DoRA adapters are not supported`);
-      if (/lora_embedding_[AB]/.test(name)) throw bad(`tensor ${name} adapts an embedding; Tunelab adapts only Conv1D layers`);
-      if (/\.lora_B(\.[^.]+)?\.bias$/.test(name)) throw bad(`tensor ${name} is a LoRA bias (lora_bias); not supported`);
+      const shown = describeValue(name, 120);
+      if (/lora_magnitude_vector/.test(name)) throw bad(`tensor ${shown} is a DoRA magnitude; DoRA adapters are not supported`);
+      if (/lora_embedding_[AB]/.test(name)) throw bad(`tensor ${shown} adapts an embedding; Tunelab adapts only Conv1D layers`);
+      if (/\.lora_B(\.[^.]+)?\.bias$/.test(name)) throw bad(`tensor ${shown} is a LoRA bias (lora_bias); not supported`);
       throw bad(
-        `tensor ${name} is not a LoRA A or B of a GPT-2 block (expected names like ` +
+        `tensor ${shown} is not a LoRA A or B of a GPT-2 block (expected names like ` +
           `${peftTensorName('h.0.attn.c_attn', 'A')}); the adapter is for another architecture or carries other weights`,
       );
     }
     const [, layerText, module, which, nameInKey] = match;
     const thisAdapter = nameInKey ?? '';
     if (adapterName !== undefined && adapterName !== thisAdapter) {
-      throw bad(`the file mixes adapters "${adapterName || '(unnamed)'}" and "${thisAdapter || '(unnamed)'}"; save one adapter`);
+      const [first, second] = [adapterName, thisAdapter].map((n) => describeValue(n || '(unnamed)', 60));
+      throw bad(`the file mixes adapters ${first} and ${second}; save one adapter`);
     }
     adapterName = thisAdapter;
     const layer = Number(layerText);
-    if (layer >= model.nLayer) throw bad(`tensor ${name} adapts block ${layer}, but the model has ${model.nLayer} blocks`);
+    if (layer >= model.nLayer) {
+      throw bad(`tensor ${describeValue(name, 120)} adapts block ${layer}, but the model has ${model.nLayer} blocks`);
+    }
     const path = adapterModulePath(layer, module as AdapterModule);
     const entry = names.get(path) ?? {};
-    if ((which === 'A' ? entry.a : entry.b) !== undefined) throw bad(`tensor ${name} appears twice (with and without a prefix?)`);
+    if ((which === 'A' ? entry.a : entry.b) !== undefined) {
+      throw bad(`tensor ${describeValue(name, 120)} appears twice (with and without a prefix?)`);
+    }
     if (which === 'A') entry.a = name;
     else entry.b = name;
     names.set(path, entry);
@@ -527,11 +643,12 @@ export function importPeftAdapter(
       const info = file.tensors.get(tensorName)!;
       if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
         throw bad(
-          `tensor ${tensorName} has shape [${info.shape.join(', ')}] but r=${rank} and the model (width ${model.nEmbd}) ` +
+          `tensor ${describeValue(tensorName, 120)} has shape ${shapeText(info.shape)} but r=${rank} and the model ` +
+            `(width ${model.nEmbd}) ` +
             `need [${shape.join(', ')}]; the adapter belongs to another model or another rank`,
         );
       }
-      return readTensorF32(file, tensorName);
+      return readTensorF32(file, tensorName, { requireFinite: true });
     };
     tensors.set(path, { a: expect(entry.a, [rank, inDim]), b: expect(entry.b, [outDim, rank]) });
   }

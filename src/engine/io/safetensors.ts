@@ -2,8 +2,9 @@
 // header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}, then the raw tensor
 // bytes. The reader trusts nothing in a file: every length and offset is checked before it is used, and every
 // problem becomes a TunelabError('bad-model') that says what is wrong. Tensors decode to Float32Array from F32, F16
-// and BF16. Browser-safe: no Node APIs.
+// and BF16; decoding into a parameter array refuses NaN and infinities (a damaged file). Browser-safe: no Node APIs.
 
+import { describeValue } from '../describe.ts';
 import { TunelabError } from '../errors.ts';
 
 /** Element sizes of every dtype the format defines; the header may name only these. */
@@ -64,6 +65,16 @@ function formatBytes(n: number): string {
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
   return `${n} bytes`;
+}
+
+/** A tensor's name as a message quotes it: names come from the file, so they may be long or odd. */
+function quoted(name: string): string {
+  return describeValue(name, 120);
+}
+
+/** `[2, 3]`; a damaged header may list thousands of dimensions, so only the first few are shown. */
+function shapeText(shape: readonly number[]): string {
+  return `[${shape.slice(0, 8).join(', ')}${shape.length > 8 ? `, … (${shape.length} dimensions)` : ''}]`;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -129,7 +140,7 @@ export function parseSafetensors(input: ArrayBuffer | Uint8Array): SafetensorsFi
     if (name === '__metadata__') {
       if (!isPlainObject(entry)) throw bad('"__metadata__" must be an object of strings');
       for (const [key, value] of Object.entries(entry)) {
-        if (typeof value !== 'string') throw bad(`"__metadata__" entry "${key}" is not a string`);
+        if (typeof value !== 'string') throw bad(`"__metadata__" entry ${quoted(key)} is not a string`);
         metadata[key] = value;
       }
       continue;
@@ -143,17 +154,17 @@ export function parseSafetensors(input: ArrayBuffer | Uint8Array): SafetensorsFi
 }
 
 function parseEntry(name: string, entry: unknown, dataBytes: number): SafetensorsTensorInfo {
-  const what = `tensor "${name}"`;
+  const what = `tensor ${quoted(name)}`;
   if (!isPlainObject(entry)) throw bad(`${what}: its header entry is not an object`);
   const { dtype, shape, data_offsets: offsets } = entry;
   if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) {
-    throw bad(`${what} has unknown dtype ${JSON.stringify(dtype)}; known: ${Object.keys(DTYPE_BYTES).join(', ')}`);
+    throw bad(`${what} has unknown dtype ${describeValue(dtype)}; known: ${Object.keys(DTYPE_BYTES).join(', ')}`);
   }
   if (!Array.isArray(shape) || !shape.every(isNonNegativeSafeInteger)) {
-    throw bad(`${what}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    throw bad(`${what}: shape ${describeValue(shape)} is not a list of non-negative integers`);
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeSafeInteger)) {
-    throw bad(`${what}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+    throw bad(`${what}: data_offsets ${describeValue(offsets)} is not a pair of non-negative integers`);
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end) throw bad(`${what}: data_offsets [${begin}, ${end}] end before they begin`);
@@ -171,7 +182,7 @@ function parseEntry(name: string, entry: unknown, dataBytes: number): Safetensor
   const expectedBytes = elementCount * DTYPE_BYTES[dtype as SafetensorsDtype];
   if (expectedBytes !== end - begin) {
     throw bad(
-      `${what}: ${dtype} with shape [${(shape as number[]).join(', ')}] needs ${expectedBytes} bytes, ` +
+      `${what}: ${dtype} with shape ${shapeText(shape as number[])} needs ${expectedBytes} bytes, ` +
         `but data_offsets [${begin}, ${end}] span ${end - begin}`,
     );
   }
@@ -184,7 +195,7 @@ function checkCoverage(sorted: SafetensorsTensorInfo[], dataBytes: number): void
   let previous: SafetensorsTensorInfo | undefined;
   for (const info of sorted) {
     if (info.begin < covered) {
-      throw bad(`tensors "${previous?.name}" and "${info.name}" overlap (byte ${info.begin} is used twice)`);
+      throw bad(`tensors ${quoted(previous?.name ?? '')} and ${quoted(info.name)} overlap (byte ${info.begin} is used twice)`);
     }
     if (info.begin > covered) {
       throw bad(`bytes ${covered}..${info.begin} of the data area belong to no tensor; the header and data disagree`);
@@ -260,23 +271,48 @@ export function floatToHalfBits(value: number): number {
 function checkDecodable(info: SafetensorsTensorInfo): void {
   if (info.dtype !== 'F32' && info.dtype !== 'F16' && info.dtype !== 'BF16') {
     throw bad(
-      `tensor "${info.name}" has dtype ${info.dtype}; Tunelab reads only F32, F16 and BF16 weights (convert the checkpoint)`,
+      `tensor ${quoted(info.name)} has dtype ${info.dtype}; Tunelab reads only F32, F16 and BF16 weights (convert the checkpoint)`,
     );
   }
 }
 
+export interface DecodeOptions {
+  /**
+   * Refuse NaN and ±infinity, naming the tensor and the first such element: model weights are finite, so one is a
+   * damaged file (flipped bits) or a save from a run that diverged.
+   */
+  requireFinite?: boolean;
+}
+
+/** Index of the first NaN or ±infinity in `values`, or -1: an f32 is one of them exactly when its exponent is all ones. */
+function firstNonFinite(values: Float32Array): number {
+  const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < bits.length; i++) if ((bits[i] & 0x7f800000) === 0x7f800000) return i;
+  return -1;
+}
+
+function nonFiniteError(info: SafetensorsTensorInfo, values: Float32Array): TunelabError {
+  const at = firstNonFinite(values);
+  return bad(
+    `tensor ${quoted(info.name)} holds ${values[at]} at element ${at} of ${values.length}; weights must be finite ` +
+      'numbers, so the file is damaged (flipped bits in a download or on disk?) or was saved from a run that diverged',
+  );
+}
+
 /**
  * Decodes a tensor into `out` starting at element `outOffset` (f32). Used to fill one flat parameter array without
- * a temporary copy per tensor.
+ * a temporary copy per tensor, so by default it refuses NaN and infinities (`requireFinite`), checked in the same
+ * pass that decodes F16 and BF16 (one extra read of the bits for F32).
  */
 export function decodeTensorInto(
   file: SafetensorsFile,
   name: string,
   out: Float32Array,
   outOffset = 0,
+  options: DecodeOptions = { requireFinite: true },
 ): void {
   const info = file.tensors.get(name);
-  if (!info) throw bad(`there is no tensor "${name}" in the file`);
+  if (!info) throw bad(`there is no tensor ${quoted(name)} in the file`);
   checkDecodable(info);
   const n = info.elementCount;
   if (outOffset < 0 || outOffset + n > out.length) {
@@ -292,18 +328,31 @@ export function decodeTensorInto(
       const view = new DataView(src.buffer, start, n * 4);
       for (let i = 0; i < n; i++) target[i] = view.getFloat32(i * 4, true);
     }
+    if (options.requireFinite && firstNonFinite(target) >= 0) throw nonFiniteError(info, target);
     return;
   }
   const halves =
     HOST_LITTLE_ENDIAN && start % 2 === 0 ? new Uint16Array(src.buffer, start, n) : readU16Unaligned(src, info.begin, n);
+  // Exponent bits of every value OR-ed together after adding one unit of exponent: bit 15 is set exactly when some
+  // exponent is all ones (NaN or ±infinity), so the check costs an AND, an ADD and an OR per element.
+  let overflow = 0;
   if (info.dtype === 'F16') {
     const table = halfToFloatTable();
-    for (let i = 0; i < n; i++) target[i] = table[halves[i]];
+    for (let i = 0; i < n; i++) {
+      const h = halves[i];
+      target[i] = table[h];
+      overflow |= (h & 0x7c00) + 0x0400;
+    }
   } else {
     // BF16 is the top half of an f32.
     const bits = new Uint32Array(target.buffer, target.byteOffset, n);
-    for (let i = 0; i < n; i++) bits[i] = halves[i] << 16;
+    for (let i = 0; i < n; i++) {
+      const h = halves[i];
+      bits[i] = h << 16;
+      overflow |= (h & 0x7f80) + 0x0080;
+    }
   }
+  if (options.requireFinite && overflow & 0x8000) throw nonFiniteError(info, target);
 }
 
 function readU16Unaligned(src: Uint8Array, begin: number, n: number): Uint16Array {
@@ -312,13 +361,13 @@ function readU16Unaligned(src: Uint8Array, begin: number, n: number): Uint16Arra
   return out;
 }
 
-/** Decodes a tensor to a new Float32Array. */
-export function readTensorF32(file: SafetensorsFile, name: string): Float32Array {
+/** Decodes a tensor to a new Float32Array. NaN and infinities are kept unless `options.requireFinite`. */
+export function readTensorF32(file: SafetensorsFile, name: string, options: DecodeOptions = {}): Float32Array {
   const info = file.tensors.get(name);
-  if (!info) throw bad(`there is no tensor "${name}" in the file`);
+  if (!info) throw bad(`there is no tensor ${quoted(name)} in the file`);
   checkDecodable(info);
   const out = new Float32Array(info.elementCount);
-  decodeTensorInto(file, name, out, 0);
+  decodeTensorInto(file, name, out, 0, { requireFinite: options.requireFinite ?? false });
   return out;
 }
 

@@ -2,6 +2,7 @@
 // GPT-2 `config.json`. Only what changes the math is kept; other fields of a loaded config.json can be carried
 // through `modelConfigToJson(config, base)` so a round trip does not lose them.
 
+import { describeValue } from '../describe.ts';
 import { TunelabError } from '../errors.ts';
 
 export type Activation = 'gelu_new';
@@ -74,7 +75,7 @@ function positiveInteger(value: unknown): boolean {
 export function validateModelConfig(config: ModelConfig): ModelConfig {
   const sizes = ['nLayer', 'nHead', 'nEmbd', 'nPositions', 'vocabSize'] as const;
   for (const key of sizes) {
-    if (!positiveInteger(config[key])) throw badConfig(`${key} must be a positive integer, got ${config[key]}`);
+    if (!positiveInteger(config[key])) throw badConfig(`${key} must be a positive integer, got ${describeValue(config[key])}`);
   }
   // The parameter layout has entries per block: a damaged n_layer (say 4294967297) would exhaust memory building it.
   if (config.nLayer > 1000) throw badConfig(`nLayer=${config.nLayer} is far more blocks than any GPT-2 has (48); the file is damaged`);
@@ -85,15 +86,15 @@ export function validateModelConfig(config: ModelConfig): ModelConfig {
     );
   }
   if (!(typeof config.layerNormEpsilon === 'number' && config.layerNormEpsilon > 0 && Number.isFinite(config.layerNormEpsilon))) {
-    throw badConfig(`layerNormEpsilon must be a small positive number, got ${config.layerNormEpsilon}`);
+    throw badConfig(`layerNormEpsilon must be a small positive number, got ${describeValue(config.layerNormEpsilon)}`);
   }
   if (config.activation !== 'gelu_new') {
-    throw badConfig(`activation ${JSON.stringify(config.activation)} is not supported; Tunelab implements 'gelu_new'`);
+    throw badConfig(`activation ${describeValue(config.activation)} is not supported; Tunelab implements 'gelu_new'`);
   }
   for (const key of ['bosTokenId', 'eosTokenId'] as const) {
     const id = config[key];
     if (!(Number.isSafeInteger(id) && id >= 0 && id < config.vocabSize)) {
-      throw badConfig(`${key}=${id} is not a token id of a vocabulary of ${config.vocabSize}`);
+      throw badConfig(`${key}=${describeValue(id)} is not a token id of a vocabulary of ${config.vocabSize}`);
     }
   }
   return config;
@@ -118,7 +119,7 @@ export function parseModelConfig(input: unknown): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badConfig('not a JSON object');
   const c = json as Record<string, unknown>;
   if (c.model_type !== 'gpt2') {
-    const got = c.model_type === undefined ? 'has no model_type' : `has model_type ${JSON.stringify(c.model_type)}`;
+    const got = c.model_type === undefined ? 'has no model_type' : `has model_type ${describeValue(c.model_type)}`;
     throw badConfig(
       `the model ${got}; Tunelab supports GPT-2-architecture models (model_type "gpt2": gpt2, distilgpt2, ` +
         'gpt2-medium, models made by `tunelab init`)',
@@ -140,12 +141,12 @@ export function parseModelConfig(input: unknown): ModelConfig {
   const activationName = c.activation_function ?? 'gelu_new';
   if (typeof activationName !== 'string' || !TANH_GELU_NAMES.has(activationName)) {
     throw badConfig(
-      `activation_function ${JSON.stringify(activationName)} is not supported; Tunelab implements GPT-2's ` +
+      `activation_function ${describeValue(activationName)} is not supported; Tunelab implements GPT-2's ` +
         `tanh GELU ("gelu_new")`,
     );
   }
   if (c.n_inner !== undefined && c.n_inner !== null && c.n_inner !== 4 * nEmbd) {
-    throw badConfig(`n_inner=${String(c.n_inner)} is not supported; Tunelab's MLP is 4 × n_embd = ${4 * nEmbd} wide`);
+    throw badConfig(`n_inner=${describeValue(c.n_inner)} is not supported; Tunelab's MLP is 4 × n_embd = ${4 * nEmbd} wide`);
   }
   if (c.scale_attn_by_inverse_layer_idx === true) {
     throw badConfig('scale_attn_by_inverse_layer_idx=true is not supported (Tunelab implements standard GPT-2 attention)');
@@ -203,7 +204,7 @@ export function modelConfigToJson(config: ModelConfig, base: Record<string, unkn
     eos_token_id: config.eosTokenId,
     tie_word_embeddings: true,
   };
-  if (base.activation_function === undefined || !TANH_GELU_NAMES.has(String(base.activation_function))) {
+  if (typeof base.activation_function !== 'string' || !TANH_GELU_NAMES.has(base.activation_function)) {
     json.activation_function = 'gelu_new';
   }
   // Sorted keys, like transformers writes them, so diffs of config files stay readable.

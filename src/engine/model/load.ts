@@ -4,6 +4,7 @@
 
 import { TunelabError } from '../errors.ts';
 import { parseSafetensors } from '../io/safetensors.ts';
+import { checkTokenizerIds, isTokenId } from '../tokenizer/tokenizer.ts';
 import { parseModelConfig, type ModelConfig } from './config.ts';
 import { mapCheckpoint, type MappedWeights } from './weights.ts';
 
@@ -92,7 +93,10 @@ function parseJsonFile(bytes: Uint8Array, fileName: string, source: ModelSource)
   }
 }
 
-/** Checks that a parsed tokenizer.json looks like one (an object with a `model` object). */
+/**
+ * Checks that a parsed tokenizer.json looks like one (an object with a `model` object) and that every token id in it
+ * (model.vocab, added_tokens) is a whole number in [0, 2^24), before anything sizes a table by them.
+ */
 export function checkTokenizerJson(json: unknown, where = 'tokenizer.json'): TokenizerJson {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new TunelabError('bad-model', `${where} is not a JSON object`);
@@ -104,44 +108,29 @@ export function checkTokenizerJson(json: unknown, where = 'tokenizer.json'): Tok
       `${where} has no "model" section; it must be a Hugging Face tokenizers file (saved by tokenizer.save())`,
     );
   }
+  checkTokenizerIds(json as TokenizerJson, where);
   return json as TokenizerJson;
 }
 
 /**
  * Token ids a tokenizer.json can produce: one more than the largest id in its vocabulary and added tokens
- * (undefined when its model keeps no explicit vocabulary).
+ * (undefined when it has neither). Throws TunelabError('bad-model') when an id is not a token id.
  */
 export function tokenizerVocabSize(json: TokenizerJson): number | undefined {
-  let largest = -1;
-  const vocab = json.model.vocab;
-  if (Array.isArray(vocab)) {
-    largest = vocab.length - 1; // Unigram: [piece, score] pairs, id = index
-  } else if (typeof vocab === 'object' && vocab !== null) {
-    for (const id of Object.values(vocab)) if (typeof id === 'number' && id > largest) largest = id;
-  } else {
-    return undefined;
-  }
-  const added = json.added_tokens;
-  if (Array.isArray(added)) {
-    for (const t of added) {
-      const id = (t as { id?: unknown } | null)?.id;
-      if (typeof id === 'number' && id > largest) largest = id;
-    }
-  }
-  return largest + 1;
+  return checkTokenizerIds(json);
 }
 
 /** The id of `<|endoftext|>` (or of the first special added token) in a tokenizer.json, if it has one. */
 export function endOfTextId(json: TokenizerJson): number | undefined {
   const added = Array.isArray(json.added_tokens) ? (json.added_tokens as { id?: unknown; content?: unknown; special?: unknown }[]) : [];
   const byContent = added.find((t) => t?.content === '<|endoftext|>');
-  if (typeof byContent?.id === 'number') return byContent.id;
+  if (isTokenId(byContent?.id)) return byContent.id;
   const vocab = json.model.vocab;
   if (typeof vocab === 'object' && vocab !== null && !Array.isArray(vocab)) {
     const id = (vocab as Record<string, unknown>)['<|endoftext|>'];
-    if (typeof id === 'number') return id;
+    if (isTokenId(id)) return id;
   }
-  const special = added.find((t) => t?.special === true && typeof t.id === 'number');
+  const special = added.find((t) => t?.special === true && isTokenId(t.id));
   return special ? (special.id as number) : undefined;
 }
 
