@@ -47,6 +47,17 @@ describe('AdamW reference', () => {
     const decay = Math.pow(1 - HYPER.lr * HYPER.weightDecay, 3);
     expectClose(param, [2 * decay, -3 * decay], { atol: 1e-14, rtol: 1e-12 }, 'param');
   });
+
+  it('clip scale 0 skips the step: param, m and v untouched, for NaN, infinite and finite gradients alike', () => {
+    for (const bad of [NaN, Infinity, -Infinity, 0.25]) {
+      const param = Float64Array.of(0.5, -1.5, 2);
+      const m = Float64Array.of(0.01, -0.02, 0.03);
+      const v = Float64Array.of(1e-4, 2e-4, 3e-4);
+      const before = [Array.from(param), Array.from(m), Array.from(v)];
+      ref.adamwStep(param, Float64Array.of(0.1, bad, -0.3), m, v, HYPER, 4, 0);
+      expect([Array.from(param), Array.from(m), Array.from(v)], `gradient with ${bad}`).toEqual(before);
+    }
+  });
 });
 
 describe('AdamW kernel on WebGPU', () => {
@@ -152,4 +163,49 @@ describe('AdamW kernel on WebGPU', () => {
     });
     freeAll([...gParams, ...gGrads, ...moments, partials, result]);
   });
+
+  // gradnorm gives scale 0 for a non-finite norm (clipping on or off), and the update must then write nothing but
+  // the cleared gradient: grad·0 would still be NaN. Compared bit for bit, as the step must not happen at all.
+  for (const zeroGrad of [true, false]) {
+    for (const maxNorm of [1, 0]) {
+      it(`skips the step on NaN and ±Infinity gradients, maxNorm ${maxNorm}, zeroGrad ${zeroGrad}`, async () => {
+        const lengths = [7, 37];
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const rng = new Rng(21);
+          const params = lengths.map((n) => Float32Array.from(uniformArray(rng, n)));
+          const grads = lengths.map((n) => Float32Array.from(uniformArray(rng, n)));
+          grads[1][30] = bad; // one bad value in one tensor poisons the global norm, so both tensors skip
+          const ms = lengths.map((n) => Float32Array.from(uniformArray(rng, n, -0.1, 0.1)));
+          const vs = lengths.map((n) => Float32Array.from(uniformArray(rng, n, 1e-4, 0.01)));
+
+          const gParams = params.map((p, i) => gpu.upload(p, `param ${i}`));
+          const gGrads = grads.map((g, i) => gpu.upload(g, `grad ${i}`));
+          const gMs = ms.map((m, i) => gpu.upload(m, `m ${i}`));
+          const gVs = vs.map((v, i) => gpu.upload(v, `v ${i}`));
+          const partials = gpu.tensor(planGradNorm(lengths).partialsLength, 'partials');
+          const result = gpu.tensor(GRAD_NORM_RESULT.length, 'grad norm');
+          const norm = await gradNorm(gpu, { grads: gGrads, partials, result }, maxNorm);
+          const updates = await Promise.all(
+            lengths.map((n, i) =>
+              adamwUpdate(gpu, { param: gParams[i], grad: gGrads[i], m: gMs[i], v: gVs[i], clipScale: result }, n, HYPER, 3, { zeroGrad }),
+            ),
+          );
+          gpu.submit([...norm.all, ...updates]);
+
+          const [scale] = await gpu.read(result);
+          expect(scale, `clip scale with ${bad}`).toBe(0);
+          const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+          for (let i = 0; i < lengths.length; i++) {
+            expect(Array.from(await gpu.readU32(gParams[i])), `param ${i} with ${bad}`).toEqual(bits(params[i]));
+            expect(Array.from(await gpu.readU32(gMs[i])), `m ${i} with ${bad}`).toEqual(bits(ms[i]));
+            expect(Array.from(await gpu.readU32(gVs[i])), `v ${i} with ${bad}`).toEqual(bits(vs[i]));
+            const gradAfter = zeroGrad ? new Float32Array(lengths[i]) : grads[i];
+            expect(Array.from(await gpu.readU32(gGrads[i])), `grad ${i} with ${bad}`).toEqual(bits(gradAfter));
+          }
+          for (const d of [...norm.all, ...updates]) d.release();
+          freeAll([...gParams, ...gGrads, ...gMs, ...gVs, partials, result]);
+        }
+      });
+    }
+  }
 });

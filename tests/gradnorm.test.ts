@@ -14,11 +14,14 @@ describe('gradient norm reference', () => {
 
   it('clip scale: off for maxNorm ≤ 0, 1 under the limit, maxNorm/norm over it, 0 for a non-finite norm', () => {
     expect(ref.clipScale(10, 0)).toBe(1);
-    expect(ref.clipScale(Infinity, -1)).toBe(1);
+    expect(ref.clipScale(10, -1)).toBe(1);
     expect(ref.clipScale(0.5, 1)).toBe(1);
     expect(ref.clipScale(4, 1)).toBeCloseTo(0.25, 6);
-    expect(ref.clipScale(Infinity, 1)).toBe(0);
-    expect(ref.clipScale(NaN, 1)).toBe(0);
+    // Non-finite: 0 (skip the step) with clipping on and off alike.
+    for (const maxNorm of [1, 0, -1]) {
+      expect(ref.clipScale(Infinity, maxNorm), `Infinity, maxNorm ${maxNorm}`).toBe(0);
+      expect(ref.clipScale(NaN, maxNorm), `NaN, maxNorm ${maxNorm}`).toBe(0);
+    }
   });
 });
 
@@ -74,8 +77,8 @@ describe('gradient norm kernels on WebGPU', () => {
     freeAll([...gGrads, partials, result]);
   });
 
-  it('clips to 0 on a non-finite gradient when clipping is on, and leaves scale 1 when it is off', async () => {
-    for (const bad of [Infinity, NaN]) {
+  it('gives scale 0 on a non-finite gradient whether clipping is on or off', async () => {
+    for (const bad of [Infinity, -Infinity, NaN]) {
       const grads = [gpu.upload([0.5, -1, 2], 'grad a'), gpu.upload([1, bad, 3, 4, 5], 'grad b')];
       const partials = gpu.tensor(planGradNorm([3, 5]).partialsLength, 'partials');
       const result = gpu.tensor(GRAD_NORM_RESULT.length, 'result');
@@ -85,7 +88,8 @@ describe('gradient norm kernels on WebGPU', () => {
       expect(Number.isFinite(clipped[GRAD_NORM_RESULT.norm])).toBe(false);
       const unclipped = await gradNorm(gpu, { grads, partials, result }, 0);
       const [off] = await runAndRead(gpu, unclipped.all, result);
-      expect(off[GRAD_NORM_RESULT.clipScale], `scale with clipping off and ${bad}`).toBe(1);
+      expect(off[GRAD_NORM_RESULT.clipScale], `scale with clipping off and ${bad}`).toBe(0);
+      expect(Number.isFinite(off[GRAD_NORM_RESULT.norm])).toBe(false);
       freeAll([...grads, partials, result]);
     }
   });

@@ -2,7 +2,8 @@
 //   g = grad·clipScale[0];  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
 //   param −= lr·( (m / bc1) / (sqrt(v / bc2) + eps) + weightDecay·param )       bc_k = 1 − β_k^t
 // The clip scale comes from a storage buffer written earlier in the same step by gradnorm_finalize, so clipping
-// needs no readback. bc1/bc2 are computed on the CPU in double precision (they change per step via setUniforms).
+// needs no readback. A clip scale of 0 (gradnorm_finalize's mark for a non-finite gradient norm) skips the step:
+// param, m and v keep their bits, and only the gradient is cleared (when zeroGrad). bc1/bc2 are computed on the CPU in double precision (they change per step via setUniforms).
 // zeroGrad = 1 clears the gradient after use: parameter gradients accumulate, and this saves a separate clear.
 
 struct Params {
@@ -30,7 +31,14 @@ override WG: u32 = 256;
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let i = gid.x + gid.y * groups.x * WG;
   if (i >= params.n) { return; }
-  let g = grad[i] * clipScale[0];
+  let scale = clipScale[0];
+  // Scale 0 = the gradient norm was not finite: skip the step, leaving the weights and both moments as they were
+  // (grad·0 would still be NaN for a NaN or infinite gradient, and the moments would move the weights anyway).
+  if (scale == 0.0) {
+    if (params.zeroGrad != 0u) { grad[i] = 0.0; }
+    return;
+  }
+  let g = grad[i] * scale;
   let m1 = params.beta1 * m[i] + (1.0 - params.beta1) * g;
   let v1 = params.beta2 * v[i] + (1.0 - params.beta2) * g * g;
   m[i] = m1;

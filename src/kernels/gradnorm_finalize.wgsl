@@ -1,10 +1,10 @@
 // Second half of the global gradient norm: adds the `count` partial sums of squares in a fixed order (one
 // workgroup) and writes
-//   result[0] = clipScale = min(1, maxNorm / (norm + 1e-6)), or 1 when maxNorm ≤ 0 (clipping off)
+//   result[0] = clipScale = min(1, maxNorm / (norm + 1e-6)), or 1 when maxNorm ≤ 0 (clipping off); 0 if norm is not finite
 //   result[1] = norm = sqrt(Σ partials)
-// clipScale sits first so adamw_update can bind this buffer as its clip scale. With clipping on, a non-finite norm
-// (overflow or NaN in some gradient) gives clipScale 0: the bad gradient never reaches the weights. The trainer
-// reads the norm a step late for its metrics.
+// clipScale sits first so adamw_update can bind this buffer as its clip scale. A non-finite norm (overflow or NaN in
+// some gradient) gives clipScale 0 whether clipping is on or not, and adamw_update skips the step on a scale of 0:
+// the bad gradient never reaches the weights or the moments. The trainer reads the norm a step late for its metrics.
 
 struct Params {
   count: u32,   // partials to add
@@ -37,10 +37,9 @@ fn main(@builtin(local_invocation_index) tid: u32) {
   if (tid == 0u) {
     let norm = sqrt(partial[0]);
     var scale = 1.0;
-    if (params.maxNorm > 0.0) {
-      scale = select(0.0, min(1.0, params.maxNorm / (norm + 1e-6)), isFinite(norm));
-    }
-    result[0] = scale;
+    if (params.maxNorm > 0.0) { scale = min(1.0, params.maxNorm / (norm + 1e-6)); }
+    // A non-finite norm gives 0 whether clipping is on or not: adamw_update then skips the step.
+    result[0] = select(0.0, scale, isFinite(norm));
     result[1] = norm;
   }
 }

@@ -6,7 +6,7 @@
 //                   step's gradients can accumulate (+=) from zero without a separate clear
 //   m, v       (n)  first and second moments, zero at the start of a run
 //   clipScale  (≥1) [0] = global clip factor: gradNorm's result buffer (see GRAD_NORM_RESULT), or a tensor holding
-//                   1 when clipping is off
+//                   1 when clipping is off; 0 skips the step (param, m and v untouched: the gradient was not finite)
 // Per step, before the submit: dispatch.setUniforms(adamwUniforms(hyper, step)) (the learning rate may follow a
 // schedule; the bias corrections follow the step).
 

@@ -48,7 +48,10 @@ export interface GradNormDispatches {
   all: Dispatch[];
 }
 
-/** norm = sqrt(Σ over tensors of Σ g²); clipScale = min(1, maxNorm / (norm + 1e-6)), 1 when maxNorm ≤ 0. */
+/**
+ * norm = sqrt(Σ over tensors of Σ g²); clipScale = min(1, maxNorm / (norm + 1e-6)), 1 when maxNorm ≤ 0, and 0 when the
+ * norm is not finite (AdamW then skips the step).
+ */
 export async function gradNorm(
   gpu: GpuContext,
   t: { grads: readonly GpuTensor[]; partials: GpuTensor; result: GpuTensor },

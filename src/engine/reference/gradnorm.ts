@@ -9,11 +9,12 @@ export function globalGradNorm(grads: readonly Float64Array[]): number {
 }
 
 /**
- * min(1, maxNorm / (norm + 1e-6)); maxNorm ≤ 0 turns clipping off (scale 1). With clipping on, a non-finite norm
- * (an overflowed or NaN gradient) gives scale 0, so the bad gradient never reaches the weights.
+ * min(1, maxNorm / (norm + 1e-6)); maxNorm ≤ 0 turns clipping off (scale 1). A non-finite norm (an overflowed or NaN
+ * gradient) gives scale 0 whether clipping is on or off: 0 is the optimizer's signal to skip the step (see
+ * reference/adamw.ts), since multiplying a NaN or infinite gradient by any scale would still poison the weights.
  */
 export function clipScale(norm: number, maxNorm: number): number {
-  if (maxNorm <= 0) return 1;
   if (!Number.isFinite(norm)) return 0;
+  if (maxNorm <= 0) return 1;
   return Math.min(1, maxNorm / (norm + 1e-6));
 }
