@@ -1,20 +1,26 @@
-// `tunelab generate`: text from a model directory, optionally with a LoRA adapter, streamed to stdout as it is made
-// (or one JSON object with --json). A model or adapter that `tunelab train` made is prompted through the chat template
-// it was trained with (recorded in its training_config.json), so the question arrives as it did in training; any other
-// model continues the prompt as plain text.
-//
-// Decoding runs an inference run of B=1 over the text so far for every new token (no KV cache yet: each token costs a
-// full forward pass over at most the model's context), and reads back only the last position's logits.
+// `tunelab generate`: text from a model directory, optionally with a LoRA adapter (PEFT files), streamed to stdout
+// token by token as it is made (or one JSON object with --json). Decoding is the engine's Generator: one prefill of
+// the prompt into a KV cache, then one single-position pass per new token. A model or adapter that `tunelab train`
+// made is prompted through the chat template it was trained with (recorded in its training_config.json), so the
+// question arrives as it did in training; any other model continues the prompt as plain text. Ctrl-C stops the
+// generation after the current token.
 
-import { parseArgs } from 'node:util';
-import { encodeGenerationPrompt, answerFromGenerated, type ChatTemplate, type GenerationInput } from '../engine/data/index.ts';
-import type { GpuContext } from '../engine/gpu/context.ts';
-import { checkStop, sampleNextToken, samplingOptions, stopCriteria, streamableLength, type SamplingOptions, type StopReason } from '../engine/generate/sampling.ts';
-import { Gpt2Run, type Gpt2Model } from '../engine/model/gpt2.ts';
+import { answerFromGenerated, encodeGenerationPrompt, type ChatTemplate, type GenerationInput } from '../engine/data/index.ts';
+import { Generator } from '../engine/generate/generator.ts';
+import { samplingOptions, type SamplingOptions } from '../engine/generate/sampling.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
-import { Rng } from '../engine/random.ts';
-import type { Tokenizer } from '../engine/tokenizer/index.ts';
-import { checkAdapterDirectory, loadCliAdapter, loadCliModel, parseNumber, recordedTemplate, UsageError, wholeAtLeast, withCliGpu } from './train.ts';
+import {
+  checkAdapterDirectory,
+  loadCliAdapter,
+  loadCliModel,
+  parseNumber,
+  parseWhole,
+  recordedTemplate,
+  runCommand,
+  UsageError,
+  withCliGpu,
+  type OptionValues,
+} from './common.ts';
 
 const USAGE = `usage: tunelab generate --model DIR [--adapter DIR] --prompt TEXT [options]
 
@@ -32,192 +38,120 @@ const USAGE = `usage: tunelab generate --model DIR [--adapter DIR] --prompt TEXT
   --json                      print one JSON object instead of streaming the text
 `;
 
-export interface GenerationResult {
-  /** The generated text (the answer for a chat prompt). */
-  text: string;
-  /** Generated token ids (the end-of-text token not included). */
-  tokens: number[];
-  reason: StopReason;
-  promptTokens: number;
-  tokensPerSecond: number;
+const OPTIONS = {
+  model: { type: 'string' },
+  adapter: { type: 'string' },
+  prompt: { type: 'string' },
+  raw: { type: 'boolean', default: false },
+  'max-new-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  seed: { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  json: { type: 'boolean', default: false },
+} as const;
+
+/** The sampling options given on the command line, on top of sampling.ts's defaults. */
+function sampling(values: OptionValues): SamplingOptions {
+  const s = (name: string) => values[name] as string | undefined;
+  const given: Partial<SamplingOptions> = {};
+  const set = <K extends keyof SamplingOptions>(key: K, value: SamplingOptions[K] | undefined) => {
+    if (value !== undefined) given[key] = value;
+  };
+  set('maxNewTokens', parseWhole(s('max-new-tokens'), 'max-new-tokens', 1));
+  set('temperature', parseNumber(s('temperature'), 'temperature', (v) => v >= 0, 'a number ≥ 0'));
+  set('topK', parseWhole(s('top-k'), 'top-k'));
+  set('topP', parseNumber(s('top-p'), 'top-p', (v) => v > 0 && v <= 1, 'a number in (0, 1]'));
+  set('repetitionPenalty', parseNumber(s('repetition-penalty'), 'repetition-penalty', (v) => v > 0, 'a positive number'));
+  set('seed', parseNumber(s('seed'), 'seed', (v) => Number.isSafeInteger(v), 'a whole number'));
+  if (values.stop) set('stopStrings', values.stop as string[]);
+  try {
+    return samplingOptions(given);
+  } catch (error) {
+    if (error instanceof RangeError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 /**
- * Generates from `promptIds` token by token. `onText` receives text as it becomes final (a tail that may still turn
- * into a stop string, or an unfinished UTF-8 character, is held back).
+ * Writes the answer as it grows. The Generator hands over a growing prefix of the text (held back where a stop
+ * string or a character may still be incomplete); a chat answer also starts with the template's text before
+ * {content} (a space), which is not part of the answer and is not shown.
  */
-export async function generateTokens(
-  gpu: GpuContext,
-  model: Gpt2Model,
-  adapter: LoraAdapter | undefined,
-  tokenizer: Tokenizer,
-  promptIds: readonly number[],
-  options: SamplingOptions,
-  onText?: (text: string) => void,
-): Promise<GenerationResult> {
-  const context = model.config.nPositions;
-  const V = model.config.vocabSize;
-  if (promptIds.length === 0) throw new UsageError('the prompt is empty');
-  // One shape for the whole generation: room for the prompt and the new tokens, at most the context.
-  const T = Math.min(context, promptIds.length + options.maxNewTokens);
-  const run = await Gpt2Run.create(gpu, model, { batchSize: 1, sequenceLength: T, mode: { kind: 'inference' }, keepLogits: true, adapter });
-  const logits = run.view('logits');
-  const rng = new Rng(options.seed);
-  const criteria = stopCriteria(options, tokenizer.endOfTextId);
-  const all = [...promptIds];
-  const generated: number[] = [];
+export function answerStream(leading: string, write: (text: string) => void): (text: string) => void {
   let shown = 0;
-  let text = '';
-  let reason: StopReason = 'max-new-tokens';
-  const started = performance.now();
-  try {
-    const window = new Uint32Array(T);
-    for (;;) {
-      // The last T tokens (older ones slide out once the context is full); positions after them are padding that
-      // causal attention keeps from influencing the last real position.
-      const visible = all.slice(-T);
-      window.fill(tokenizer.endOfTextId);
-      window.set(visible);
-      run.setBatch({ ids: window });
-      await run.step();
-      const row = await readRow(gpu, logits, (visible.length - 1) * V, V);
-      const token = sampleNextToken(row, all, options, rng);
-      all.push(token);
-      const isEnd = token === tokenizer.endOfTextId;
-      if (!isEnd) generated.push(token);
-      text = tokenizer.decode(generated);
-      const stop = checkStop({ lastToken: token, newTokenCount: all.length - promptIds.length, text }, criteria);
-      if (stop) {
-        reason = stop.reason;
-        text = stop.text;
-        break;
-      }
-      if (onText) {
-        let ready = streamableLength(text, options.stopStrings);
-        while (ready > shown && text[ready - 1] === '\uFFFD') ready--; // an unfinished multi-byte character
-        if (ready > shown) {
-          onText(text.slice(shown, ready));
-          shown = ready;
-        }
-      }
+  return (text) => {
+    let start = shown;
+    // Skip the leading text while the answer agrees with it; an answer that does not start with it is shown whole.
+    if (shown === 0 && leading) {
+      const cut = Math.min(leading.length, text.length);
+      if (text.slice(0, cut) !== leading.slice(0, cut)) leading = '';
+      else if (cut < leading.length) return;
+      else start = leading.length;
     }
-  } finally {
-    run.destroy();
-  }
-  if (onText && text.length > shown) onText(text.slice(shown));
-  const seconds = (performance.now() - started) / 1000;
-  return { text, tokens: generated, reason, promptTokens: promptIds.length, tokensPerSecond: generated.length / Math.max(seconds, 1e-9) };
+    if (text.length > start) write(text.slice(start));
+    shown = Math.max(shown, text.length, start);
+  };
 }
 
-/** Logits (V) of one position, reading back only an aligned range around it. */
-async function readRow(gpu: GpuContext, logits: ReturnType<Gpt2Run['view']>, first: number, V: number): Promise<Float32Array> {
-  const alignedStart = Math.floor(first / 64) * 64;
-  const length = Math.min(logits.length - alignedStart, first - alignedStart + V);
-  const values = await gpu.read(gpu.view(logits, alignedStart, length, 'logits.row'));
-  return values.subarray(first - alignedStart, first - alignedStart + V);
-}
-
-export async function generate(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        model: { type: 'string' },
-        adapter: { type: 'string' },
-        prompt: { type: 'string' },
-        raw: { type: 'boolean', default: false },
-        'max-new-tokens': { type: 'string' },
-        temperature: { type: 'string' },
-        'top-k': { type: 'string' },
-        'top-p': { type: 'string' },
-        'repetition-penalty': { type: 'string' },
-        seed: { type: 'string' },
-        stop: { type: 'string', multiple: true },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    process.stderr.write(`tunelab generate: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  let options: SamplingOptions;
-  try {
+export function generate(args: string[]): Promise<number> {
+  return runCommand({ name: 'generate', usage: USAGE, options: OPTIONS }, args, async (values) => {
     if (!values.model) throw new UsageError('--model DIR is required');
     if (values.prompt === undefined) throw new UsageError('--prompt TEXT is required');
-    const s = (name: string) => values[name] as string | undefined;
-    const overrides: Partial<SamplingOptions> = {};
-    const set = <K extends keyof SamplingOptions>(key: K, value: SamplingOptions[K] | undefined) => {
-      if (value !== undefined) overrides[key] = value;
-    };
-    set('maxNewTokens', parseNumber(s('max-new-tokens'), 'max-new-tokens', wholeAtLeast(1), 'a whole number ≥ 1'));
-    set('temperature', parseNumber(s('temperature'), 'temperature', (v) => v >= 0, 'a number ≥ 0'));
-    set('topK', parseNumber(s('top-k'), 'top-k', wholeAtLeast(0), 'a whole number'));
-    set('topP', parseNumber(s('top-p'), 'top-p', (v) => v > 0 && v <= 1, 'a number in (0, 1]'));
-    set('repetitionPenalty', parseNumber(s('repetition-penalty'), 'repetition-penalty', (v) => v > 0, 'a positive number'));
-    set('seed', parseNumber(s('seed'), 'seed', (v) => Number.isSafeInteger(v), 'a whole number'));
-    if (values.stop) set('stopStrings', values.stop as string[]);
-    options = samplingOptions(overrides);
-  } catch (error) {
-    if (!(error instanceof UsageError || error instanceof RangeError)) throw error;
-    process.stderr.write(`tunelab generate: ${error.message}\n\n${USAGE}`);
-    return 2;
-  }
-
-  if (values.adapter) await checkAdapterDirectory(values.adapter as string);
-  return withCliGpu(async (gpu) => {
+    const options = sampling(values);
     const modelDir = values.model as string;
     const adapterDir = values.adapter as string | undefined;
-    const { tokenizer, model, template: modelTemplate } = await loadCliModel(gpu, modelDir);
-    const adapter = adapterDir ? await loadCliAdapter(gpu, model.config, adapterDir) : undefined;
-    const template: ChatTemplate | undefined = (adapterDir ? await recordedTemplate(adapterDir) : undefined) ?? modelTemplate;
-    const prompt = values.prompt as string;
-    const chat = template !== undefined && !values.raw;
-    const input: GenerationInput = chat ? { kind: 'completion', prompt } : { kind: 'text', text: prompt };
-    const promptIds = chat ? encodeGenerationPrompt(input, tokenizer, template) : tokenizer.encode(prompt);
-    // A chat answer starts with the template's text before {content} (a space); it is not part of the answer. Raw
-    // completions carry their own text, so nothing is cut from them.
-    const templated = chat && !template.rawCompletions;
-    let leading = templated ? template.assistant.split('{content}')[0] : '';
-    const stream = values.json
-      ? undefined
-      : (text: string) => {
-          if (leading) {
-            const cut = Math.min(leading.length, text.length);
-            if (text.slice(0, cut) === leading.slice(0, cut)) {
-              text = text.slice(cut);
-              leading = leading.slice(cut);
-            } else leading = '';
-          }
-          process.stdout.write(text);
-        };
-    const result = await generateTokens(gpu, model, adapter, tokenizer, promptIds, options, stream);
-    const answer = templated ? answerFromGenerated(result.text, template, tokenizer.endOfText) : result.text;
-    if (values.json) {
-      process.stdout.write(
-        JSON.stringify({
-          prompt,
-          promptKind: input.kind,
-          text: answer,
-          reason: result.reason,
-          promptTokens: result.promptTokens,
-          newTokens: result.tokens.length,
-          tokensPerSecond: result.tokensPerSecond,
-        }) + '\n',
-      );
-    } else {
-      process.stdout.write('\n');
-      process.stderr.write(`tunelab generate: ${result.tokens.length} tokens, stopped by ${result.reason}, ${result.tokensPerSecond.toFixed(1)} tok/s\n`);
-    }
-    adapter?.destroy();
-    model.destroy();
-    return 0;
+    if (adapterDir) await checkAdapterDirectory(adapterDir);
+    return withCliGpu(async (gpu) => {
+      const warn = (message: string) => process.stderr.write(`tunelab generate: warning: ${message}\n`);
+      const { tokenizer, model, template: modelTemplate } = await loadCliModel(gpu, modelDir);
+      let adapter: LoraAdapter | undefined;
+      let generator: Generator | undefined;
+      const stop = new AbortController();
+      const onSigint = () => stop.abort();
+      try {
+        adapter = adapterDir ? await loadCliAdapter(gpu, model.config, adapterDir, warn) : undefined;
+        const template: ChatTemplate | undefined = (adapterDir ? await recordedTemplate(adapterDir) : undefined) ?? modelTemplate;
+        const prompt = values.prompt as string;
+        const chat = template !== undefined && !values.raw;
+        const input: GenerationInput = chat ? { kind: 'completion', prompt } : { kind: 'text', text: prompt };
+        const promptIds = chat ? encodeGenerationPrompt(input, tokenizer, template) : tokenizer.encode(prompt);
+        // Raw completions carry their own text, so nothing is cut from them.
+        const templated = chat && !template.rawCompletions;
+        const leading = templated ? template.assistant.split('{content}')[0] : '';
+        const stream = values.json ? undefined : answerStream(leading, (text) => process.stdout.write(text));
+
+        generator = await Generator.create(gpu, model, { tokenizer, adapter });
+        process.once('SIGINT', onSigint);
+        const result = await generator.generate(promptIds, options, stream && ((_token, text) => stream(text)), stop.signal);
+        const answer = templated ? answerFromGenerated(result.text, template, tokenizer.endOfText) : result.text;
+        if (values.json) {
+          process.stdout.write(
+            JSON.stringify({
+              prompt,
+              promptKind: input.kind,
+              text: answer,
+              reason: result.stopReason,
+              promptTokens: result.promptTokens,
+              newTokens: result.ids.length,
+              tokensPerSecond: result.tokensPerSecond,
+            }) + '\n',
+          );
+        } else {
+          process.stdout.write('\n');
+          process.stderr.write(
+            `tunelab generate: ${result.ids.length} tokens, stopped by ${result.stopReason}, ${result.tokensPerSecond.toFixed(1)} tok/s\n`,
+          );
+        }
+        return 0;
+      } finally {
+        process.off('SIGINT', onSigint);
+        generator?.destroy();
+        adapter?.destroy();
+        model.destroy();
+      }
+    });
   });
 }

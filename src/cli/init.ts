@@ -1,31 +1,18 @@
 // `tunelab init`: writes a fresh, seeded, randomly initialized GPT-2 model directory (config.json,
 // model.safetensors, tokenizer.json, MODEL_CARD.md), so learners can train from scratch and tests can make tiny
-// models. Also home of `directorySource`, the Node ModelSource that reads a model directory from disk.
+// models.
 
-import { mkdir, readFile, writeFile, access } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { TunelabError } from '../engine/errors.ts';
 import { TINY, validateModelConfig, type ModelConfig } from '../engine/model/config.ts';
 import { createModelDirectory } from '../engine/model/init.ts';
-import { checkTokenizerJson, endOfTextId, tokenizerVocabSize, type ModelSource, type TokenizerJson } from '../engine/model/load.ts';
+import { checkTokenizerJson, endOfTextId, tokenizerVocabSize, type TokenizerJson } from '../engine/model/load.ts';
 import { byteLevelTokenizerJson } from '../engine/tokenizer/byte-level.ts';
+import { directorySource, exists, parseChoice, parseWhole, readOptional, runCommand, UsageError, type OptionValues } from './common.ts';
 
-/** Reads files of a directory on disk; a missing file reads as null. */
-export function directorySource(dir: string): ModelSource {
-  return {
-    description: `directory ${dir}`,
-    async read(fileName) {
-      try {
-        return new Uint8Array(await readFile(join(dir, fileName)));
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-        throw error;
-      }
-    },
-  };
-}
+// The Node ModelSource for a model directory lives with the other shared CLI helpers; init's tests import it here.
+export { directorySource } from './common.ts';
 
 const USAGE = `usage: tunelab init --out DIR [options]
 
@@ -43,26 +30,6 @@ options:
   --dtype f32|f16        storage type of model.safetensors (default f32)
   --force                overwrite files already in DIR
 `;
-
-function integerOption(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
-    throw new UsageError(`--${name} must be a whole number, got '${value}'`);
-  }
-  return n;
-}
-
-class UsageError extends Error {}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface TokenizerChoice {
   json: TokenizerJson;
@@ -84,7 +51,7 @@ async function chooseTokenizer(spec: string): Promise<TokenizerChoice> {
     };
   }
   const source = directorySource(spec);
-  const bytes = (await source.read('tokenizer.json')) ?? (spec.endsWith('tokenizer.json') ? await readFile(spec).catch(() => null) : null);
+  const bytes = (await source.read('tokenizer.json')) ?? (spec.endsWith('tokenizer.json') ? await readOptional(spec) : null);
   if (!bytes) {
     throw new TunelabError('bad-model', `--tokenizer ${spec}: no tokenizer.json there (give 'bytes' or a model directory)`);
   }
@@ -108,62 +75,39 @@ async function chooseTokenizer(spec: string): Promise<TokenizerChoice> {
   return { json, description: `copied from ${spec}`, vocabSize, eosTokenId: eos, warnings };
 }
 
-export async function init(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        out: { type: 'string' },
-        layers: { type: 'string' },
-        dim: { type: 'string' },
-        heads: { type: 'string' },
-        context: { type: 'string' },
-        vocab: { type: 'string' },
-        tokenizer: { type: 'string', default: 'bytes' },
-        seed: { type: 'string' },
-        dtype: { type: 'string', default: 'f32' },
-        force: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    process.stderr.write(`tunelab init: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  try {
-    return await runInit(values, args);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`tunelab init: ${error.message}\n\n${USAGE}`);
-      return 2;
-    }
-    throw error;
-  }
+const OPTIONS = {
+  out: { type: 'string' },
+  layers: { type: 'string' },
+  dim: { type: 'string' },
+  heads: { type: 'string' },
+  context: { type: 'string' },
+  vocab: { type: 'string' },
+  tokenizer: { type: 'string', default: 'bytes' },
+  seed: { type: 'string' },
+  dtype: { type: 'string', default: 'f32' },
+  force: { type: 'boolean', default: false },
+} as const;
+
+export function init(args: string[]): Promise<number> {
+  return runCommand({ name: 'init', usage: USAGE, options: OPTIONS }, args, (values) => runInit(values, args));
 }
 
-async function runInit(values: Record<string, string | boolean | undefined>, args: string[]): Promise<number> {
+async function runInit(values: OptionValues, args: string[]): Promise<number> {
   const out = values.out as string | undefined;
   if (!out) throw new UsageError('--out DIR is required');
-  const dtype = values.dtype as string;
-  if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got '${dtype}'`);
+  const dtype = parseChoice(values.dtype as string, 'dtype', ['f32', 'f16'] as const)!;
   const tokenizer = await chooseTokenizer(values.tokenizer as string);
-  const vocabSize = integerOption('vocab', values.vocab as string | undefined, tokenizer.vocabSize);
+  const whole = (name: string, fallback: number) => parseWhole(values[name] as string | undefined, name) ?? fallback;
+  const vocabSize = whole('vocab', tokenizer.vocabSize);
   if (vocabSize < tokenizer.vocabSize) {
     throw new UsageError(`--vocab ${vocabSize} is smaller than the tokenizer's vocabulary (${tokenizer.vocabSize})`);
   }
   const config: ModelConfig = {
     ...TINY,
-    nLayer: integerOption('layers', values.layers as string | undefined, TINY.nLayer),
-    nEmbd: integerOption('dim', values.dim as string | undefined, TINY.nEmbd),
-    nHead: integerOption('heads', values.heads as string | undefined, TINY.nHead),
-    nPositions: integerOption('context', values.context as string | undefined, TINY.nPositions),
+    nLayer: whole('layers', TINY.nLayer),
+    nEmbd: whole('dim', TINY.nEmbd),
+    nHead: whole('heads', TINY.nHead),
+    nPositions: whole('context', TINY.nPositions),
     vocabSize,
     bosTokenId: tokenizer.eosTokenId,
     eosTokenId: tokenizer.eosTokenId,
@@ -177,7 +121,7 @@ async function runInit(values: Record<string, string | boolean | undefined>, arg
     if (error instanceof TunelabError) throw new UsageError(error.message.replace(/^config\.json: /, ''));
     throw error;
   }
-  const seed = integerOption('seed', values.seed as string | undefined, 0);
+  const seed = whole('seed', 0);
 
   const directory = createModelDirectory({
     config,

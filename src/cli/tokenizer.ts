@@ -1,13 +1,13 @@
 // `tunelab tokenizer train`: trains a byte-level BPE tokenizer (GPT-2's scheme, engine/tokenizer/bpe-train.ts) on text
 // files and writes a Hugging Face tokenizer.json that `tunelab init --tokenizer FILE` and every tokenizers library read.
 // Prints a JSON summary on stdout (sizes, time, bytes per token on --validation text); progress goes to stderr.
-import { mkdir, readFile, writeFile, access } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { TunelabError } from '../engine/errors.ts';
 import { BpeWordCounter, bpeTokenizerJson, trainBpe } from '../engine/tokenizer/bpe-train.ts';
 import { END_OF_TEXT, Tokenizer } from '../engine/tokenizer/index.ts';
+import { exists, parseWhole, readInput, runCommand, UsageError, type OptionValues, type ParsedTokens } from './common.ts';
 
 /** The vocabulary of the bundled model's tokenizer; corpus/TOKENIZER.md says why. */
 export const DEFAULT_VOCAB_SIZE = 8192;
@@ -27,52 +27,28 @@ options:
   --force                overwrite --out if it exists
 `;
 
-class UsageError extends Error {}
+const OPTIONS = {
+  corpus: { type: 'string', multiple: true },
+  vocab: { type: 'string' },
+  out: { type: 'string' },
+  'min-frequency': { type: 'string' },
+  validation: { type: 'string', multiple: true },
+  force: { type: 'boolean', default: false },
+} as const;
 
 export async function tokenizer(args: string[]): Promise<number> {
   const [action, ...rest] = args;
-  if (action === '--help' || action === '-h' || action === 'help') {
-    process.stdout.write(USAGE);
-    return 0;
+  const spec = { name: 'tokenizer', usage: USAGE, options: OPTIONS, allowPositionals: true };
+  if (action !== 'train') {
+    // `tunelab tokenizer --help` answers; anything else is a missing or unknown action.
+    return runCommand(spec, action === 'help' ? ['--help'] : args, async () => {
+      throw new UsageError(action ? `unknown action '${action}'` : 'give an action: train');
+    });
   }
-  try {
-    if (action !== 'train') throw new UsageError(action ? `unknown action '${action}'` : 'give an action: train');
-    return await train(rest);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`tunelab tokenizer: ${error.message}\n\n${USAGE}`);
-      return 2;
-    }
-    throw error;
-  }
+  return runCommand(spec, rest, (values, _positionals, tokens) => train(values, tokens));
 }
 
-async function train(args: string[]): Promise<number> {
-  let values: Record<string, string | string[] | boolean | undefined>;
-  let tokens: NonNullable<ReturnType<typeof parseArgs>['tokens']>;
-  try {
-    ({ values, tokens } = parseArgs({
-      args,
-      options: {
-        corpus: { type: 'string', multiple: true },
-        vocab: { type: 'string' },
-        out: { type: 'string' },
-        'min-frequency': { type: 'string' },
-        validation: { type: 'string', multiple: true },
-        force: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: true,
-      tokens: true,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
+async function train(values: OptionValues, tokens: ParsedTokens): Promise<number> {
   // `--corpus a.txt b.txt --validation c.txt d.txt`: a bare file name belongs to the list option before it, so that
   // held-out text can never slip into the corpus.
   const lists: Record<'corpus' | 'validation', string[]> = { corpus: [], validation: [] };
@@ -90,8 +66,8 @@ async function train(args: string[]): Promise<number> {
   if (corpusFiles.length === 0) throw new UsageError('give the text to learn from with --corpus FILE...');
   const out = values.out as string | undefined;
   if (!out) throw new UsageError('--out FILE is required');
-  const vocabSize = wholeNumber('vocab', values.vocab as string | undefined, DEFAULT_VOCAB_SIZE);
-  const minFrequency = wholeNumber('min-frequency', values['min-frequency'] as string | undefined, 2);
+  const vocabSize = parseWhole(values.vocab as string | undefined, 'vocab') ?? DEFAULT_VOCAB_SIZE;
+  const minFrequency = parseWhole(values['min-frequency'] as string | undefined, 'min-frequency') ?? 2;
   if (minFrequency < 1) throw new UsageError('--min-frequency must be at least 1');
   if (vocabSize < 257) throw new UsageError(`--vocab must be at least 257 (256 bytes + ${END_OF_TEXT}), got ${vocabSize}`);
   const outPath = resolve(out);
@@ -166,12 +142,7 @@ function bytesPerToken(tok: Tokenizer, text: string): number {
 }
 
 async function readText(file: string): Promise<string> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(file);
-  } catch (error) {
-    throw new TunelabError('bad-data', `cannot read ${file}: ${(error as Error).message}`);
-  }
+  let bytes = await readInput(file);
   if (file.endsWith('.gz')) {
     try {
       bytes = gunzipSync(bytes);
@@ -183,24 +154,6 @@ async function readText(file: string): Promise<string> {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
     throw new TunelabError('bad-data', `${file} is not UTF-8 text`);
-  }
-}
-
-function wholeNumber(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
-    throw new UsageError(`--${name} must be a whole number, got '${value}'`);
-  }
-  return n;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -1,19 +1,11 @@
 // `tunelab validate FILE`: checks a data set the way training will read it and prints the report. Exit status 0 when
 // the data is trainable, 1 when it has errors (each on its own line as `FILE:LINE: code: message`), 2 on bad usage.
 // Counts use the model's tokenizer and context with --model DIR, else the byte-level tokenizer and a 1024 context.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import {
-  FORMAT_CHOICES,
-  formatIssue,
-  prepareDataset,
-  type DataReport,
-  type DatasetOptions,
-  type FormatChoice,
-} from '../engine/data/index.ts';
+import { FORMAT_CHOICES, formatIssue, prepareDataset, type DataReport, type DatasetOptions } from '../engine/data/index.ts';
 import { TunelabError } from '../engine/errors.ts';
 import { byteLevelTokenizer, Tokenizer } from '../engine/tokenizer/index.ts';
+import { parseChoice, parseFraction, parseWhole, readInput, readJsonObject, runCommand, UsageError, type OptionValues } from './common.ts';
 
 const USAGE = `usage: tunelab validate FILE [options]
 
@@ -32,70 +24,44 @@ const USAGE = `usage: tunelab validate FILE [options]
 
 const DEFAULT_CONTEXT = 1024;
 
-class UsageError extends Error {}
+const OPTIONS = {
+  model: { type: 'string' },
+  format: { type: 'string' },
+  validation: { type: 'string' },
+  'validation-fraction': { type: 'string' },
+  'batch-size': { type: 'string' },
+  context: { type: 'string' },
+  packing: { type: 'boolean', default: false },
+  'train-on': { type: 'string' },
+  seed: { type: 'string' },
+  json: { type: 'boolean', default: false },
+} as const;
 
-export async function validate(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      options: {
-        model: { type: 'string' },
-        format: { type: 'string', default: 'auto' },
-        validation: { type: 'string' },
-        'validation-fraction': { type: 'string' },
-        'batch-size': { type: 'string' },
-        context: { type: 'string' },
-        packing: { type: 'boolean', default: false },
-        'train-on': { type: 'string', default: 'completions' },
-        seed: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: true,
-    }));
-    if (values.help) {
-      process.stdout.write(USAGE);
-      return 0;
-    }
-    if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the data file to check' : 'give one data file');
-  } catch (error) {
-    process.stderr.write(`tunelab validate: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
+export function validate(args: string[]): Promise<number> {
+  return runCommand({ name: 'validate', usage: USAGE, options: OPTIONS, allowPositionals: true }, args, (values, positionals) =>
+    runValidate(values, positionals),
+  );
+}
 
-  let options: DatasetOptions;
-  try {
-    const format = values.format as string;
-    if (!(FORMAT_CHOICES as readonly string[]).includes(format)) {
-      throw new UsageError(`--format must be one of ${FORMAT_CHOICES.join(', ')}`);
-    }
-    const trainOn = values['train-on'] as string;
-    if (trainOn !== 'completions' && trainOn !== 'all') throw new UsageError('--train-on must be completions or all');
-    options = {
-      format: format as FormatChoice,
-      trainOn,
-      packing: values.packing as boolean,
-      batchSize: integerOption(values, 'batch-size', 1) ?? 8,
-      seed: integerOption(values, 'seed', 0) ?? 0,
-      validationFraction: fractionOption(values, 'validation-fraction') ?? 0.1,
-    };
-    const context = integerOption(values, 'context', 1);
-    if (context !== undefined) options.context = context;
-  } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    process.stderr.write(`tunelab validate: ${error.message}\n\n${USAGE}`);
-    return 2;
-  }
+async function runValidate(values: OptionValues, positionals: string[]): Promise<number> {
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the data file to check' : 'give one data file');
+  const s = (name: string) => values[name] as string | undefined;
+  const options: DatasetOptions = {
+    format: parseChoice(s('format'), 'format', FORMAT_CHOICES) ?? 'auto',
+    trainOn: parseChoice(s('train-on'), 'train-on', ['completions', 'all'] as const) ?? 'completions',
+    packing: values.packing as boolean,
+    batchSize: parseWhole(s('batch-size'), 'batch-size', 1) ?? 8,
+    seed: parseWhole(s('seed'), 'seed') ?? 0,
+    validationFraction: parseFraction(s('validation-fraction'), 'validation-fraction') ?? 0.1,
+  };
+  const context = parseWhole(s('context'), 'context', 1);
 
   const file = positionals[0];
-  const validationFile = values.validation as string | undefined;
-  const { tokenizer, context, note } = await loadCounting(values.model as string | undefined);
-  options.context = Math.min(options.context ?? context, context);
+  const validationFile = s('validation');
+  const { tokenizer, context: modelContext, note } = await loadCounting(s('model'));
+  options.context = Math.min(context ?? modelContext, modelContext);
   const prepared = prepareDataset(
-    { train: await readData(file), ...(validationFile ? { validation: await readData(validationFile) } : {}) },
+    { train: await readInput(file), ...(validationFile ? { validation: await readInput(validationFile) } : {}) },
     tokenizer,
     options,
   );
@@ -107,32 +73,6 @@ export async function validate(args: string[]): Promise<number> {
     process.stdout.write(formatReport(report, file, validationFile, note));
   }
   return report.trainable ? 0 : 1;
-}
-
-function integerOption(values: Record<string, unknown>, name: string, min: number): number | undefined {
-  const text = values[name] as string | undefined;
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got '${text}'`);
-  return value;
-}
-
-function fractionOption(values: Record<string, unknown>, name: string): number | undefined {
-  const text = values[name] as string | undefined;
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (text.trim() === '' || !(value >= 0 && value < 1)) {
-    throw new UsageError(`--${name} must be a number from 0 to below 1, got '${text}'`);
-  }
-  return value;
-}
-
-async function readData(path: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(path));
-  } catch (error) {
-    throw new TunelabError('bad-data', `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
 }
 
 /** The tokenizer and context tokens are counted with, and a line saying which. */
@@ -147,20 +87,9 @@ async function loadCounting(modelDir: string | undefined): Promise<{ tokenizer: 
     };
   }
   const readJson = async (name: string, required: boolean): Promise<Record<string, unknown> | undefined> => {
-    let text: string;
-    try {
-      text = await readFile(join(modelDir, name), 'utf8');
-    } catch {
-      if (!required) return undefined;
-      throw new TunelabError('bad-model', `--model ${modelDir}: there is no ${name} in that folder`);
-    }
-    try {
-      const value: unknown = JSON.parse(text);
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
-    } catch {
-      // reported below
-    }
-    throw new TunelabError('bad-model', `--model ${modelDir}: ${name} is not a JSON object`);
+    const json = await readJsonObject(join(modelDir, name), `--model ${modelDir}: ${name}`);
+    if (!json && required) throw new TunelabError('bad-model', `--model ${modelDir}: there is no ${name} in that folder`);
+    return json ?? undefined;
   };
   const tokenizerJson = await readJson('tokenizer.json', true);
   const config = (await readJson('config.json', true))!;

@@ -1,13 +1,21 @@
-// `tunelab train`, `tunelab generate` and `tunelab eval` end to end, spawning the real command on a tiny model made by
-// `tunelab init`: full training on a question→answer file drives the loss well down and generation then gives the
-// learned answers; a LoRA adapter is written in PEFT's layout and `eval`/`generate` use it, with eval reproducing the
-// validation loss that training reported for it.
+// `tunelab train`, `tunelab generate` and `tunelab eval` end to end on a tiny model made by `tunelab init` (the real
+// command, spawned): full training on a question→answer file drives the loss well down and generation (KV cache,
+// streamed to stdout) then gives a learned answer; a LoRA adapter is written in PEFT's layout and `eval`/`generate`
+// load it, eval reproducing the validation loss training reported; a run stopped at step 2 and continued with
+// --resume has exactly the losses of the uninterrupted run. The GPU commands run in this process through main(), on
+// one shared device, so SwiftShader compiles each kernel once rather than once per command; each command must give
+// back every buffer it took.
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { shareCliGpu } from '../../src/cli/common.ts';
+import { answerStream } from '../../src/cli/generate.ts';
+import { main } from '../../src/cli/main.ts';
+import type { GpuContext } from '../../src/engine/gpu/context.ts';
+import { testGpu } from '../helpers/gpu.ts';
 
 interface Result {
   status: number | null;
@@ -15,7 +23,8 @@ interface Result {
   stderr: string;
 }
 
-function tunelab(...args: string[]): Promise<Result> {
+/** The real command in a process of its own. */
+function spawned(...args: string[]): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['bin/tunelab.mjs', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -27,9 +36,37 @@ function tunelab(...args: string[]): Promise<Result> {
   });
 }
 
+let gpu: GpuContext;
+
+/** The command through main() on the shared device, capturing what it prints; it must free all it allocated. */
+async function tunelab(...args: string[]): Promise<Result> {
+  let stdout = '';
+  let stderr = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+  const before = gpu.pool.bytesInUse;
+  let status: number;
+  try {
+    status = await main(args);
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+  }
+  expect(gpu.pool.bytesInUse, `GPU memory left in use by tunelab ${args[0]}`).toBe(before);
+  return { status, stdout, stderr };
+}
+
 function expectOk(result: Result): void {
   if (result.status !== 0) throw new Error(`exit ${result.status}\n${result.stderr}`);
 }
+
+/** The JSON lines `tunelab train --json` printed: every event, then the result. */
+function events(result: Result): Record<string, unknown>[] {
+  expectOk(result);
+  return result.stdout.trim().split('\n').map((line) => JSON.parse(line));
+}
+
+const stepLosses = (lines: Record<string, unknown>[]) => lines.filter((e) => e.type === 'step').map((e) => [e.step, e.loss]);
 
 /** Raw prompt/completion pairs: "Q: sky?\nA:" + " blue" + end of text, 16 byte tokens each. */
 const PAIRS: [string, string][] = [
@@ -43,31 +80,38 @@ const prompt = (q: string) => `Q: ${q}?\nA:`;
 const scratch = mkdtempSync(join(tmpdir(), 'tunelab-train-'));
 const modelDir = join(scratch, 'model');
 const dataFile = join(scratch, 'qa.jsonl');
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+/** The tests train on SwiftShader, a CPU: minutes on a busy machine. */
+const LONG = 600_000;
+
+afterAll(() => {
+  shareCliGpu(undefined);
+  rmSync(scratch, { recursive: true, force: true });
+});
 
 describe('tunelab train / generate / eval', () => {
   beforeAll(async () => {
     writeFileSync(dataFile, PAIRS.map(([q, a]) => JSON.stringify({ prompt: prompt(q), completion: ` ${a}` })).join('\n') + '\n');
-    expectOk(await tunelab('init', '--out', modelDir, '--layers', '2', '--dim', '32', '--heads', '2', '--context', '32', '--seed', '1'));
+    expectOk(await spawned('init', '--out', modelDir, '--layers', '2', '--dim', '32', '--heads', '2', '--context', '32', '--seed', '1'));
+    gpu = await testGpu();
+    shareCliGpu(gpu);
   });
 
-  it('trains a tiny model until it answers, writing weights, metrics and config; generate and eval use them', async () => {
+  it('trains a tiny model until it answers, writing weights, metrics and config; generate streams the answer', async () => {
     const out = join(scratch, 'full');
-    const trained = await tunelab(
-      'train', '--model', modelDir, '--data', dataFile, '--validation', dataFile, '--out', out,
-      '--mode', 'full', '--raw-completions', '--batch-size', '4', '--max-steps', '32', '--lr', '1e-2',
-      '--schedule', 'constant', '--warmup-steps', '5', '--eval-every', '16', '--json',
+    const lines = events(
+      await tunelab(
+        'train', '--model', modelDir, '--data', dataFile, '--validation', dataFile, '--out', out,
+        '--mode', 'full', '--raw-completions', '--batch-size', '4', '--max-steps', '32', '--lr', '1e-2',
+        '--schedule', 'constant', '--warmup-steps', '5', '--eval-every', '16', '--json',
+      ),
     );
-    expectOk(trained);
-    const lines = trained.stdout.trim().split('\n').map((line) => JSON.parse(line));
-    const steps = lines.filter((e) => e.type === 'step');
-    const evals = lines.filter((e) => e.type === 'eval');
+    const steps = lines.filter((e) => e.type === 'step') as { loss: number }[];
+    const evals = lines.filter((e) => e.type === 'eval') as { step: number; perplexity: number }[];
     expect(steps).toHaveLength(32);
     expect(evals.map((e) => e.step)).toEqual([0, 16, 32]);
     expect(steps[31].loss).toBeLessThan(0.1 * steps[0].loss);
     expect(evals[2].perplexity).toBeLessThan(2);
-    const result = lines[lines.length - 1];
-    expect(result).toMatchObject({ type: 'result', reason: 'completed', step: 32 });
+    expect(lines[lines.length - 1]).toMatchObject({ type: 'result', reason: 'completed', step: 32 });
     for (const file of ['model.safetensors', 'config.json', 'tokenizer.json', 'metrics.jsonl', 'training_config.json', 'checkpoint/trainer_state.json']) {
       expect(existsSync(join(out, file)), file).toBe(true);
     }
@@ -77,38 +121,39 @@ describe('tunelab train / generate / eval', () => {
     expect(recorded.train).toMatchObject({ mode: 'full', learningRate: 1e-2, maxSteps: 32, batchSize: 4 });
     expect(recorded.data.template.rawCompletions).toBe(true);
 
-    const generated = await tunelab('generate', '--model', out, '--prompt', prompt('grass'), '--temperature', '0', '--max-new-tokens', '8', '--json');
+    // The question goes through the recorded template; the answer streams to stdout, then a newline.
+    const generated = await tunelab('generate', '--model', out, '--prompt', prompt('grass'), '--temperature', '0', '--max-new-tokens', '8');
     expectOk(generated);
-    expect(JSON.parse(generated.stdout)).toMatchObject({ text: ' green', reason: 'end-of-text', promptKind: 'completion' });
+    expect(generated.stdout).toBe(' green\n');
+    expect(generated.stderr).toContain('stopped by end-of-text');
+  }, LONG);
 
-    const evaluated = await tunelab('eval', '--model', out, '--data', dataFile);
-    expectOk(evaluated);
-    const scores = JSON.parse(evaluated.stdout);
-    // The same examples, template and weights as the last validation: the same numbers.
-    expect(scores.loss).toBeCloseTo(evals[2].loss, 6);
-    expect(scores.accuracy).toBe(evals[2].accuracy);
-    expect(scores.perplexity).toBeCloseTo(Math.exp(scores.loss), 10);
-  });
-
-  it('writes a PEFT LoRA adapter that eval and generate load', async () => {
+  it('writes a PEFT LoRA adapter that eval and generate load; --resume continues with the same losses', async () => {
+    const lora = ['--raw-completions', '--batch-size', '4', '--lr', '1e-2', '--schedule', 'constant', '--eval-every', '0', '--lora-rank', '4', '--lora-targets', 'c_attn,mlp.c_proj', '--json'];
     const out = join(scratch, 'lora');
-    const trained = await tunelab(
-      'train', '--model', modelDir, '--data', dataFile, '--validation', dataFile, '--out', out,
-      '--raw-completions', '--batch-size', '4', '--max-steps', '4', '--lr', '1e-2', '--eval-every', '0',
-      '--lora-rank', '4', '--lora-targets', 'c_attn,mlp.c_proj', '--json',
-    );
-    expectOk(trained);
-    const lines = trained.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const lines = events(await tunelab('train', '--model', modelDir, '--data', dataFile, '--validation', dataFile, '--out', out, '--max-steps', '4', ...lora));
     const result = lines[lines.length - 1];
     expect(result).toMatchObject({ type: 'result', reason: 'completed', step: 4 });
     // The evaluation before the first step scores the base model (LoRA's B starts at zero).
-    const baseLoss = lines.find((e) => e.type === 'eval' && e.step === 0).loss;
+    const baseLoss = (lines.find((e) => e.type === 'eval' && e.step === 0) as { loss: number }).loss;
     const adapterConfig = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
-    expect(adapterConfig).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 16, fan_in_fan_out: true });
+    expect(adapterConfig).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 16, fan_in_fan_out: true, target_modules: ['c_attn', 'mlp.c_proj'] });
     expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
 
-    const withAdapter = JSON.parse((await tunelab('eval', '--model', modelDir, '--adapter', out, '--data', dataFile)).stdout);
-    expect(withAdapter.loss).toBeCloseTo(result.validationLoss, 6);
+    // Stopped after 2 steps, then continued from its checkpoint (which knows the model, data and settings) to step 4:
+    // the losses of the uninterrupted run.
+    const split = join(scratch, 'lora-split');
+    const first = events(await tunelab('train', '--model', modelDir, '--data', dataFile, '--validation', dataFile, '--out', split, '--max-steps', '2', ...lora));
+    const rest = events(await tunelab('train', '--resume', join(split, 'checkpoint'), '--out', split, '--max-steps', '4', '--json'));
+    expect([...stepLosses(first), ...stepLosses(rest)]).toEqual(stepLosses(lines));
+    expect(rest[rest.length - 1]).toMatchObject({ type: 'result', step: 4, validationLoss: result.validationLoss });
+    const metrics = readFileSync(join(split, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    expect(metrics.filter((e) => e.type === 'step').map((e) => e.step)).toEqual([1, 2, 3, 4]);
+
+    const scored = await tunelab('eval', '--model', modelDir, '--adapter', out, '--data', dataFile);
+    expectOk(scored);
+    const withAdapter = JSON.parse(scored.stdout);
+    expect(withAdapter.loss).toBeCloseTo(result.validationLoss as number, 6);
     expect(withAdapter.loss).toBeLessThan(baseLoss);
 
     const generated = await tunelab('generate', '--model', modelDir, '--adapter', out, '--prompt', prompt('sky'), '--max-new-tokens', '3', '--seed', '5', '--json');
@@ -121,5 +166,19 @@ describe('tunelab train / generate / eval', () => {
     const refused = await tunelab('generate', '--model', modelDir, '--adapter', scratch, '--prompt', 'x');
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/adapter_config\.json and adapter_model\.safetensors/);
+  }, LONG);
+});
+
+describe('tunelab generate: the streamed answer', () => {
+  it("shows each new piece once, without the chat template's text before the answer", () => {
+    const shown: string[] = [];
+    const stream = answerStream(' ', (text) => shown.push(text));
+    // Growing prefixes as the Generator hands them over (a held-back tail makes one repeat).
+    for (const text of ['', ' ', ' gr', ' gr', ' green']) stream(text);
+    expect(shown).toEqual(['gr', 'een']);
+    const other: string[] = [];
+    const unprefixed = answerStream(' ', (text) => other.push(text));
+    for (const text of ['ye', 'yes']) unprefixed(text);
+    expect(other).toEqual(['ye', 's']);
   });
 });

@@ -10,30 +10,34 @@
 // in training: each chunk's cross-entropy overwrites its logits with dlogits, and the chunk's classifier backward
 // (dlnf, and dwte when wte trains) runs right after it.
 //
-// WebGPU forbids binding one buffer read-only and writable in the same dispatch, so each kind of activation has its
-// own buffer(s) with one view per layer; gradients of all trainable tensors share buffers (only written there).
+// The run's buffers and views are planner.ts's planGpt2Run, allocated exactly as planned; a run that breaks a device
+// limit is refused by the planner before anything is allocated. WebGPU forbids binding one buffer read-only and
+// writable in the same dispatch, so each kind of activation has its own buffer(s) with one view per layer; gradients
+// of all trainable tensors share buffers (only written there).
 
 import { TunelabError } from '../errors.ts';
 import { type Dispatch, type GpuContext, type GpuTensor } from '../gpu/context.ts';
-import { attentionBackward, attentionForward, attentionScratchSizes } from '../ops/attention.ts';
+import { attentionBackward, attentionForward } from '../ops/attention.ts';
 import { CROSS_ENTROPY_RESULT, crossEntropyForwardBackward, crossEntropyMetrics } from '../ops/crossentropy.ts';
 import { buildTokenSegments, embeddingBackward, embeddingForward, writeTokenSegments, type TokenSegmentTensors } from '../ops/embedding.ts';
 import { geluBackward, geluForward } from '../ops/gelu.ts';
-import { layernormBackward, layernormForward, layernormScratchLength } from '../ops/layernorm.ts';
+import { layernormBackward, layernormForward } from '../ops/layernorm.ts';
 import { loraBackward, loraForward, type LoraDispatches } from '../ops/lora.ts';
 import { matmulBackwardBias, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../ops/matmul.ts';
 import { residualForward } from '../ops/residual.ts';
 import { validateModelConfig, type ModelConfig } from './config.ts';
-import { loraParameterSpecs, loraScale, loraSites, type LoraAdapter, type LoraConfig, type LoraSite } from './lora.ts';
+import { loraScale, type LoraAdapter, type LoraSite } from './lora.ts';
 import {
-  gpt2ParameterLayout,
-  layoutParameters,
-  linearShape,
-  partitionLayout,
-  type LinearModule,
-  type ParameterLayout,
-  type ParameterSet,
-} from './weights.ts';
+  activationSlot,
+  METRICS_SLOT_FLOATS,
+  planTraining,
+  runPlanRequest,
+  type Gpt2Mode,
+  type Gpt2RunPlan,
+  type Gpt2RunShape,
+  type RunBufferPlan,
+} from './planner.ts';
+import { gpt2ParameterLayout, linearShape, partitionLayout, type LinearModule, type ParameterLayout, type ParameterSet } from './weights.ts';
 
 /** The embedding tables' names in weights.ts's layout (Hugging Face's state-dict names). */
 const WTE = 'wte.weight';
@@ -58,19 +62,23 @@ export class Gpt2Model {
       throw new RangeError(`Gpt2Model: the weights' layout (${weights.layout.totalElements} elements) does not match the config`);
     }
     const limits = gpu.device.limits;
+    // Checked before anything is uploaded (partitionLayout checks maxBufferSize the same way).
+    for (const entry of this.layout.entries) {
+      if (entry.elementCount * 4 > limits.maxStorageBufferBindingSize) {
+        throw new TunelabError(
+          'too-large',
+          `parameter ${entry.name} (${entry.elementCount * 4} bytes) exceeds this GPU's largest binding ` +
+            `(${limits.maxStorageBufferBindingSize} bytes); choose a smaller model`,
+        );
+      }
+    }
+    const segments = partitionLayout(this.layout, limits.maxBufferSize);
     try {
-      for (const segment of partitionLayout(this.layout, limits.maxBufferSize)) {
+      for (const segment of segments) {
         const data = weights.data.subarray(segment.firstElement, segment.firstElement + segment.elementCount);
         const tensor = gpu.upload(data, `params.${this.segments.length}`);
         this.segments.push({ tensor, firstElement: segment.firstElement });
         for (const entry of segment.entries) {
-          if (entry.elementCount * 4 > limits.maxStorageBufferBindingSize) {
-            throw new TunelabError(
-              'too-large',
-              `parameter ${entry.name} (${entry.elementCount * 4} bytes) exceeds this GPU's largest binding ` +
-                `(${limits.maxStorageBufferBindingSize} bytes); choose a smaller model`,
-            );
-          }
           const view = gpu.view(tensor, entry.offset - segment.firstElement, entry.elementCount, `params.${entry.name}`);
           this.views.set(entry.name, view);
         }
@@ -111,266 +119,9 @@ export class Gpt2Model {
   }
 }
 
-// ---- run plan: every buffer of a run, before anything is allocated -----------------------------------------------
+// ---- run plan: planner.ts plans every buffer of a run; the run allocates exactly that ------------------------------
 
-export type Gpt2Mode =
-  /** Forward only: logits, loss and token accuracy. An adapter, if given, is applied (without dropout). */
-  | { kind: 'inference' }
-  /** Base frozen; the adapter's A and B train. */
-  | { kind: 'lora' }
-  /** No LoRA; the last `lastBlocks` blocks and ln_f train. */
-  | { kind: 'selective'; lastBlocks: number }
-  /** Every parameter trains. */
-  | { kind: 'full' };
-
-export interface Gpt2RunShape {
-  /** B: sequences per batch. */
-  batchSize: number;
-  /** T: positions per sequence, at most the model's context. */
-  sequenceLength: number;
-  mode: Gpt2Mode;
-  /**
-   * Tokens per classifier chunk (rows of logits held at once). Default: all BT tokens, or as many as fit 64 MiB.
-   * A chunk smaller than BT must keep chunk·C a multiple of 64, so each chunk's rows start on 256 bytes.
-   */
-  classifierChunk?: number;
-  /** Inference only: keep the logits of every token (BT, V) for readLogits(); for small batches (tests, sampling). */
-  keepLogits?: boolean;
-}
-
-export type RunBufferPurpose = 'activations' | 'gradients' | 'scratch' | 'io';
-
-export interface RunViewPlan {
-  /** 'h3.qkv', 'transient.fch', 'h.1.mlp.c_fc.lora_A', 'dresidual' … */
-  readonly name: string;
-  /** Element offset in its buffer, a multiple of 64 (256 bytes). */
-  readonly offset: number;
-  readonly length: number;
-}
-
-export interface RunBufferPlan {
-  /** Also the GPU label: 'act.qkv', 'grads.0', 'scratch.bt4c' … */
-  readonly name: string;
-  readonly purpose: RunBufferPurpose;
-  readonly elements: number;
-  readonly bytes: number;
-  readonly views: readonly RunViewPlan[];
-}
-
-export interface Gpt2RunPlan {
-  readonly B: number;
-  readonly T: number;
-  readonly mode: Gpt2Mode;
-  readonly chunk: number;
-  readonly keepLogits: boolean;
-  /** Trainable tensors (weights.ts names, or LoRA names) in gradient layout order. */
-  readonly trainable: ParameterLayout;
-  /** Lowest block whose activations the backward needs; layers below share one transient set (L: none). */
-  readonly firstBackwardLayer: number;
-  readonly buffers: readonly RunBufferPlan[];
-  readonly totalBytes: number;
-  readonly bytesByPurpose: Readonly<Record<RunBufferPurpose, number>>;
-}
-
-/** Device limits the plan must respect. */
-export interface RunLimits {
-  maxBufferSize: number;
-  maxStorageBufferBindingSize: number;
-}
-
-/** Logits of a chunk stay below this unless one row is larger. */
-const CLASSIFIER_CHUNK_BYTES = 64 * 1024 * 1024;
-const ALIGN_ELEMENTS = 64;
-const BUFFER_PREFIX: Record<RunBufferPurpose, string> = { activations: 'act', gradients: 'grads', scratch: 'scratch', io: 'io' };
-const alignElements = (n: number) => Math.ceil(Math.max(n, 1) / ALIGN_ELEMENTS) * ALIGN_ELEMENTS;
-
-/** Per-layer activations kept for the backward, with their lengths. */
-function layerActivationLengths(config: ModelConfig, B: number, T: number): Record<string, number> {
-  const BT = B * T;
-  const C = config.nEmbd;
-  return {
-    ln1: BT * C,
-    ln1Mean: BT,
-    ln1Rstd: BT,
-    qkv: BT * 3 * C,
-    atty: BT * C,
-    attLse: attentionScratchSizes({ B, T, C, NH: config.nHead }).lse,
-    attproj: BT * C,
-    residual2: BT * C,
-    ln2: BT * C,
-    ln2Mean: BT,
-    ln2Rstd: BT,
-    fch: BT * 4 * C,
-    fchGelu: BT * 4 * C,
-    fcproj: BT * C,
-    residual3: BT * C,
-  };
-}
-
-/** Which set of activation views block l uses: its own ('h3') when the backward reaches it, else 'transient'. */
-function activationSlot(l: number, firstBackwardLayer: number): string {
-  return l < firstBackwardLayer ? 'transient' : `h${l}`;
-}
-
-/** Smallest token count whose rows of C floats span a multiple of 256 bytes. */
-function chunkRowAlignment(C: number): number {
-  let rows = 1;
-  while ((rows * C) % ALIGN_ELEMENTS !== 0) rows++;
-  return rows;
-}
-
-function trainableLayout(config: ModelConfig, mode: Gpt2Mode, lora: LoraConfig | undefined): ParameterLayout {
-  const base = gpt2ParameterLayout(config);
-  switch (mode.kind) {
-    case 'inference':
-      return layoutParameters([]);
-    case 'full':
-      return base;
-    case 'selective': {
-      const first = config.nLayer - mode.lastBlocks;
-      return layoutParameters(base.entries.filter((e) => (e.layer !== null ? e.layer >= first : e.name.startsWith('ln_f.'))));
-    }
-    case 'lora':
-      if (!lora) throw new RangeError('a LoRA run needs an adapter');
-      return layoutParameters(loraParameterSpecs(config, lora));
-  }
-}
-
-/**
- * Every GPU buffer a run of this shape needs, with its views and bytes; pure arithmetic, allocates nothing.
- * `lora` is the adapter's config: required for mode lora, optional for inference (applied), refused otherwise.
- */
-export function planGpt2Run(config: ModelConfig, shape: Gpt2RunShape, limits: RunLimits, lora?: LoraConfig): Gpt2RunPlan {
-  validateModelConfig(config);
-  const { batchSize: B, sequenceLength: T, mode } = shape;
-  const L = config.nLayer;
-  const C = config.nEmbd;
-  const V = config.vocabSize;
-  if (!Number.isSafeInteger(B) || B < 1) throw new RangeError(`batch size must be a positive integer, got ${B}`);
-  if (!Number.isSafeInteger(T) || T < 1 || T > config.nPositions) {
-    throw new RangeError(`sequence length must be 1..${config.nPositions} (the model's context), got ${T}`);
-  }
-  if (mode.kind === 'selective' && !(Number.isSafeInteger(mode.lastBlocks) && mode.lastBlocks >= 0 && mode.lastBlocks <= L)) {
-    throw new RangeError(`selective fine-tuning: lastBlocks must be 0..${L}, got ${mode.lastBlocks}`);
-  }
-  if (lora && mode.kind !== 'lora' && mode.kind !== 'inference') {
-    throw new RangeError(`a ${mode.kind} run cannot carry a LoRA adapter (merge it first, or use mode lora)`);
-  }
-  const training = mode.kind !== 'inference';
-  const keepLogits = shape.keepLogits === true;
-  if (keepLogits && training) throw new RangeError('keepLogits is for inference runs: training overwrites logits with dlogits');
-  const BT = B * T;
-  const rowAlign = chunkRowAlignment(C);
-  let chunk: number;
-  if (keepLogits) {
-    chunk = BT;
-  } else if (shape.classifierChunk !== undefined) {
-    chunk = shape.classifierChunk;
-    if (!Number.isSafeInteger(chunk) || chunk < 1) throw new RangeError(`classifier chunk must be a positive integer, got ${chunk}`);
-    if (chunk < BT && chunk % rowAlign !== 0) {
-      throw new RangeError(`classifier chunk ${chunk} must be a multiple of ${rowAlign} (so chunk·C = chunk·${C} rows start on 256 bytes)`);
-    }
-    chunk = Math.min(chunk, BT);
-  } else {
-    const fit = Math.floor(Math.min(CLASSIFIER_CHUNK_BYTES, limits.maxStorageBufferBindingSize) / (V * 4));
-    chunk = fit >= BT ? BT : Math.max(rowAlign, Math.floor(fit / rowAlign) * rowAlign);
-  }
-
-  const trainable = trainableLayout(config, mode, lora);
-  const sites = lora ? loraSites(config, lora) : [];
-  const firstBackwardLayer =
-    mode.kind === 'full' ? 0 : mode.kind === 'selective' ? L - mode.lastBlocks : mode.kind === 'lora' ? Math.min(...sites.map((s) => s.layer)) : L;
-  const slot = (l: number) => activationSlot(l, firstBackwardLayer);
-  const slots = [...new Set([...Array(L).keys()].map(slot))];
-
-  const buffers: RunBufferPlan[] = [];
-  const addBuffers = (name: string, purpose: RunBufferPurpose, views: [string, number][]) => {
-    let current: { views: RunViewPlan[]; elements: number } | undefined;
-    const packed: { views: RunViewPlan[]; elements: number }[] = [];
-    for (const [viewName, length] of views) {
-      if (length * 4 > limits.maxStorageBufferBindingSize) {
-        throw new TunelabError(
-          'too-large',
-          `${viewName} needs ${length * 4} bytes, more than this GPU's largest binding (${limits.maxStorageBufferBindingSize} ` +
-            `bytes); use a smaller batch or sequence length`,
-        );
-      }
-      const padded = alignElements(length);
-      if (!current || (current.elements + padded) * 4 > limits.maxBufferSize) {
-        current = { views: [], elements: 0 };
-        packed.push(current);
-      }
-      current.views.push({ name: viewName, offset: current.elements, length });
-      current.elements += padded;
-    }
-    packed.forEach((p, i) =>
-      buffers.push({
-        name: packed.length === 1 ? name : `${name}.${i}`,
-        purpose,
-        elements: p.elements,
-        bytes: p.elements * 4,
-        views: p.views,
-      }),
-    );
-  };
-  /** One tensor in its own buffer: 'io.ids', 'act.lnf', 'scratch.btc'. */
-  const single = (name: string, purpose: RunBufferPurpose, length: number) => addBuffers(`${BUFFER_PREFIX[purpose]}.${name}`, purpose, [[name, length]]);
-
-  // Inputs and per-token loss terms.
-  single('ids', 'io', BT); // u32
-  single('targets', 'io', BT); // u32
-  single('mask', 'io', BT);
-  single('losses', 'io', BT);
-  single('correct', 'io', BT);
-  single('metrics', 'io', CROSS_ENTROPY_RESULT.length);
-
-  // Activations: per kind, one view per kept layer plus one shared by the layers the backward never reaches.
-  single('encoded', 'activations', BT * C);
-  for (const [kind, length] of Object.entries(layerActivationLengths(config, B, T))) {
-    addBuffers(`act.${kind}`, 'activations', slots.map((s) => [`${s}.${kind}`, length]));
-  }
-  if (sites.length) {
-    const uViews = [...new Set(sites.map((site) => `${slot(site.layer)}.${site.module}.u`))];
-    addBuffers('act.loraU', 'activations', uViews.map((v) => [v, BT * lora!.rank]));
-  }
-  single('lnf', 'activations', BT * C);
-  single('lnfMean', 'activations', BT);
-  single('lnfRstd', 'activations', BT);
-  single('logits', 'activations', chunk * V);
-
-  if (training) {
-    // Gradients of the trainable tensors, in their layout order, split where a buffer would exceed maxBufferSize.
-    addBuffers('grads', 'gradients', trainable.entries.map((e) => [e.name, e.elementCount]));
-    // Activation gradients reused by every layer (llm.c style): the residual stream's, a (BT,C) and two (BT,4C).
-    single('dresidual', 'scratch', BT * C);
-    single('btc', 'scratch', BT * C); // dlnf, dln2, datty, dln1 in turn
-    single('bt4c', 'scratch', BT * 4 * C); // dfchGelu, then dqkv
-    single('bt4cGelu', 'scratch', BT * 4 * C); // dfch (gelu's backward is out of place)
-    single('attDelta', 'scratch', attentionScratchSizes({ B, T, C, NH: config.nHead }).delta);
-    if (mode.kind === 'lora') single('loraDu', 'scratch', BT * lora!.rank);
-    if (trainable.entries.some((e) => e.kind === 'layernorm-weight')) single('lnPartials', 'scratch', layernormScratchLength(BT, C));
-    if (trainable.byName.has(WTE)) {
-      single('segmentTokens', 'scratch', BT);
-      single('segmentOffsets', 'scratch', BT + 1);
-      single('segmentPositions', 'scratch', BT);
-    }
-  }
-
-  const bytesByPurpose: Record<RunBufferPurpose, number> = { activations: 0, gradients: 0, scratch: 0, io: 0 };
-  for (const b of buffers) bytesByPurpose[b.purpose] += b.bytes;
-  return {
-    B,
-    T,
-    mode,
-    chunk,
-    keepLogits,
-    trainable,
-    firstBackwardLayer,
-    buffers,
-    totalBytes: buffers.reduce((s, b) => s + b.bytes, 0),
-    bytesByPurpose,
-  };
-}
+export { planGpt2Run, type Gpt2Mode, type Gpt2RunPlan, type Gpt2RunShape, type RunBufferPlan, type RunBufferPurpose } from './planner.ts';
 
 // ---- the run -----------------------------------------------------------------------------------------------------
 
@@ -428,11 +179,7 @@ export interface TrainableTensor {
 export interface Gpt2RunOptions extends Gpt2RunShape {
   /** Required for mode lora (its tensors train); optional for inference (applied without dropout). */
   adapter?: LoraAdapter;
-  /** Readback slots for step metrics (default 3): how many steps the CPU may run ahead of the GPU. */
-  metricsRing?: number;
 }
-
-const RING_SLOT_FLOATS = 64;
 
 interface RingSlot {
   buffer: GPUBuffer;
@@ -476,36 +223,38 @@ export class Gpt2Run {
     private readonly gpu: GpuContext,
     readonly model: Gpt2Model,
     readonly adapter: LoraAdapter | undefined,
-    options: Gpt2RunOptions,
+    plan: Gpt2RunPlan,
   ) {
     this.config = model.config;
-    this.plan = planGpt2Run(model.config, options, gpu.device.limits, adapter?.config);
-    this.B = this.plan.B;
-    this.T = this.plan.T;
-    this.mode = this.plan.mode;
-    const slots = options.metricsRing ?? 3;
-    if (!Number.isSafeInteger(slots) || slots < 1) throw new RangeError(`metricsRing must be ≥ 1, got ${slots}`);
-    for (const planned of this.plan.buffers) {
+    this.plan = plan;
+    this.B = plan.B;
+    this.T = plan.T;
+    this.mode = plan.mode;
+    for (const planned of plan.buffers) {
       const buffer = gpu.tensor(planned.elements, planned.name);
       this.buffers.push(buffer);
       if (planned.purpose === 'gradients') this.gradientBuffers.push({ tensor: buffer, plan: planned });
       for (const v of planned.views) this.views.set(v.name, gpu.view(buffer, v.offset, v.length, v.name));
     }
-    for (let i = 0; i < slots; i++) {
+    for (let i = 0; i < plan.metricsRing; i++) {
       this.ring.push({
-        buffer: gpu.pool.acquire(RING_SLOT_FLOATS * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `gpt2.metrics.${i}`),
+        buffer: gpu.pool.acquire(METRICS_SLOT_FLOATS * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `gpt2.metrics.${i}`),
       });
     }
     if (this.plan.trainable.byName.has(WTE)) this.segments = tokenSegmentViews((name) => this.view(name), this.B * this.T);
   }
 
-  /** Allocates and prepares a run over `model` (and `adapter`). */
+  /**
+   * Allocates and prepares a run over `model` (and `adapter`). A run that breaks a device limit is refused before
+   * anything is allocated, with the memory planner's MemoryRefusal (the buffer, the limit, a setting that fits).
+   */
   static async create(gpu: GpuContext, model: Gpt2Model, options: Gpt2RunOptions): Promise<Gpt2Run> {
     if (options.mode.kind === 'lora' && !options.adapter) throw new RangeError('a LoRA run needs an adapter');
     if (options.adapter && options.adapter.model !== model.config && !sameConfig(options.adapter.model, model.config)) {
       throw new RangeError('the adapter was made for a different model config');
     }
-    const run = new Gpt2Run(gpu, model, options.adapter, options);
+    const memory = planTraining(runPlanRequest(model.config, options, gpu.device.limits, options.adapter?.config));
+    const run = new Gpt2Run(gpu, model, options.adapter, memory.run);
     const builder = new RunBuilder(gpu, model, options.adapter, run.plan, (name) => run.view(name));
     try {
       run.forwardList = await gpt2Forward(builder);
@@ -553,7 +302,7 @@ export class Gpt2Run {
 
   /** Bytes of every buffer the run holds (planned buffers and the readback ring; not the dispatches' uniforms). */
   get bytes(): number {
-    return this.plan.totalBytes + this.ring.length * RING_SLOT_FLOATS * 4;
+    return this.plan.totalBytes + this.ring.length * METRICS_SLOT_FLOATS * 4;
   }
 
   /** Queues a batch's inputs and per-step uniforms (loss scale, dropout seeds); call before step(). */
@@ -616,8 +365,8 @@ export class Gpt2Run {
     if (this.gpu.lost) throw new TunelabError('device-lost', 'The GPU device was lost during training');
     const readback = options.readback ?? [];
     const extraFloats = readback.reduce((s, t) => s + t.length, 0);
-    if (extraFloats > RING_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length) {
-      throw new RangeError(`readback of ${extraFloats} floats exceeds ${RING_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length}`);
+    if (extraFloats > METRICS_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length) {
+      throw new RangeError(`readback of ${extraFloats} floats exceeds ${METRICS_SLOT_FLOATS - CROSS_ENTROPY_RESULT.length}`);
     }
 
     const metrics = this.view('metrics');

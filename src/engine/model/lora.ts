@@ -4,13 +4,15 @@
 //
 // An adapted Conv1D computes y = x·W + b + scale·(dropout(x)·Aᵀ)·Bᵀ with scale = alpha/R (alpha/√R for rsLoRA).
 // PEFT names the tensors `base_model.model.transformer.h.N.<module>.lora_A.weight`; inside Tunelab they are
-// `h.N.<module>.lora_A` (the names the memory planner uses).
+// `h.N.<module>.lora_A` (the names the memory planner uses). PEFT's files themselves are read and written by
+// interop/peft.ts; LoraAdapter.fromPeft and toPeft convert between its neutral form and an adapter on the GPU.
 
 import { TunelabError } from '../errors.ts';
 import type { GpuContext, GpuTensor } from '../gpu/context.ts';
+import type { AdapterSpec, AdapterTensors } from '../interop/peft.ts';
+import { LORA_MAX_RANK } from '../ops/lora.ts';
 import { Rng } from '../random.ts';
 import type { ModelConfig } from './config.ts';
-import { LORA_TARGETS, loraLayers, type LayerSelection, type LoraTarget } from './planner.ts';
 import {
   LINEAR_MODULES,
   layoutParameters,
@@ -21,7 +23,12 @@ import {
   type ParameterSpec,
 } from './weights.ts';
 
-export { LORA_TARGETS, type LayerSelection, type LoraTarget } from './planner.ts';
+/** LoRA target modules, as the issue and PEFT's GPT-2 configs name them. */
+export type LoraTarget = 'c_attn' | 'attn.c_proj' | 'c_fc' | 'mlp.c_proj';
+export const LORA_TARGETS: readonly LoraTarget[] = ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'];
+
+/** Which blocks get LoRA: all, the last N, or a list of indices. */
+export type LayerSelection = 'all' | { last: number } | readonly number[];
 
 /** One adapted linear layer: block `layer`, module path inside the block. */
 export interface LoraSite {
@@ -66,24 +73,50 @@ export const TARGET_MODULE: Readonly<Record<LoraTarget, LinearModule>> = {
   'mlp.c_proj': 'mlp.c_proj',
 };
 
-/** Highest rank the LoRA kernels hold (ops/lora.ts LORA_MAX_RANK). */
-const MAX_RANK = 64;
-
 function badAdapter(message: string): TunelabError {
   return new TunelabError('bad-model', `LoRA adapter: ${message}`);
+}
+
+/** What decides an adapter's tensors and their sizes (not its scale or dropout): what the memory planner needs. */
+export type LoraShape = Pick<LoraConfig, 'rank' | 'targets' | 'layers' | 'sites'>;
+
+/** Throws unless 1 ≤ rank ≤ the LoRA kernels' maximum. */
+export function checkLoraRank(rank: number): void {
+  if (!Number.isSafeInteger(rank) || rank < 1 || rank > LORA_MAX_RANK) {
+    throw new RangeError(`LoRA rank must be an integer from 1 to ${LORA_MAX_RANK}, got ${rank}`);
+  }
+}
+
+function checkLoraTargets(targets: readonly string[]): void {
+  for (const t of targets) {
+    if (!LORA_TARGETS.includes(t as LoraTarget)) throw new RangeError(`unknown LoRA target ${t}; use ${LORA_TARGETS.join(', ')}`);
+  }
+}
+
+/** Block indices a LayerSelection names, ascending. */
+export function loraLayers(model: ModelConfig, layers: LayerSelection): number[] {
+  const L = model.nLayer;
+  if (layers === 'all') return [...Array(L).keys()];
+  if (!Array.isArray(layers)) {
+    const last = (layers as { last: number }).last;
+    if (!Number.isSafeInteger(last) || last < 1 || last > L) throw new RangeError(`LoRA: last must be 1..${L}, got ${last}`);
+    return [...Array(last).keys()].map((i) => L - last + i);
+  }
+  const list = [...new Set(layers as readonly number[])].sort((a, b) => a - b);
+  if (!list.length) throw new RangeError('LoRA: the layer list is empty');
+  for (const l of list) {
+    if (!Number.isSafeInteger(l) || l < 0 || l >= L) throw new RangeError(`LoRA: layer ${l} does not exist (0..${L - 1})`);
+  }
+  return list;
 }
 
 /** The default config with some fields overridden, validated against nothing model-specific yet. */
 export function loraConfig(overrides: Partial<LoraConfig> = {}): LoraConfig {
   const config: LoraConfig = { ...DEFAULT_LORA, ...overrides };
-  if (!Number.isSafeInteger(config.rank) || config.rank < 1 || config.rank > MAX_RANK) {
-    throw new RangeError(`LoRA rank must be an integer from 1 to ${MAX_RANK}, got ${config.rank}`);
-  }
+  checkLoraRank(config.rank);
   if (!(Number.isFinite(config.alpha) && config.alpha > 0)) throw new RangeError(`LoRA alpha must be positive, got ${config.alpha}`);
   if (!(config.dropout >= 0 && config.dropout < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${config.dropout}`);
-  for (const t of config.targets) {
-    if (!LORA_TARGETS.includes(t)) throw new RangeError(`unknown LoRA target ${t}; use ${LORA_TARGETS.join(', ')}`);
-  }
+  checkLoraTargets(config.targets);
   return config;
 }
 
@@ -93,7 +126,7 @@ export function loraScale(config: Pick<LoraConfig, 'rank' | 'alpha' | 'rsLora'>)
 }
 
 /** The adapted sites, layer-major and in module order within a layer, whatever order the config lists them in. */
-export function loraSites(model: ModelConfig, lora: LoraConfig): LoraSite[] {
+export function loraSites(model: ModelConfig, lora: Pick<LoraConfig, 'targets' | 'layers' | 'sites'>): LoraSite[] {
   let sites: LoraSite[];
   if (lora.sites) {
     sites = lora.sites.map((s) => ({ layer: s.layer, module: s.module }));
@@ -105,6 +138,7 @@ export function loraSites(model: ModelConfig, lora: LoraConfig): LoraSite[] {
     }
   } else {
     if (!lora.targets.length) throw new RangeError('LoRA needs at least one target module');
+    checkLoraTargets(lora.targets);
     const modules = LINEAR_MODULES.filter((m) => lora.targets.some((t) => TARGET_MODULE[t] === m));
     sites = loraLayers(model, lora.layers).flatMap((layer) => modules.map((module) => ({ layer, module })));
   }
@@ -253,7 +287,7 @@ export function peftAdapterConfig(model: ModelConfig, lora: LoraConfig, baseMode
 }
 
 /** A (R,in) and B (out,R) of every site, in site order. */
-export function loraParameterSpecs(model: ModelConfig, lora: LoraConfig): ParameterSpec[] {
+export function loraParameterSpecs(model: ModelConfig, lora: LoraShape): ParameterSpec[] {
   const R = lora.rank;
   return loraSites(model, lora).flatMap((site) => {
     const [inDim, outDim] = linearShape(model, site.module);
@@ -331,6 +365,60 @@ export class LoraAdapter {
     if ('seed' in init) gpu.write(adapter.parameters, initLoraParameters(model, config, init.seed).data);
     else adapter.setTensors(init.tensors);
     return adapter;
+  }
+
+  /**
+   * An adapter read by interop/peft.ts's importPeftAdapter, on the GPU: its exact sites, rank, alpha, dropout and
+   * rsLoRA. One the LoRA kernels cannot hold (a rank above their maximum) is a TunelabError('bad-model').
+   */
+  static fromPeft(gpu: GpuContext, model: ModelConfig, imported: { spec: AdapterSpec; tensors: AdapterTensors }): LoraAdapter {
+    const { spec } = imported;
+    const tensors = new Map<string, Float32Array>();
+    const sites: LoraSite[] = [];
+    for (const [path, pair] of imported.tensors) {
+      const parsed = parseLoraTensorName(`${path}.lora_A`);
+      if (!parsed) throw badAdapter(`${path} is not a module path like h.0.attn.c_attn`);
+      sites.push(parsed.site);
+      tensors.set(loraTensorName(parsed.site, 'A'), pair.a);
+      tensors.set(loraTensorName(parsed.site, 'B'), pair.b);
+    }
+    let config: LoraConfig;
+    try {
+      config = loraConfig({
+        rank: spec.rank,
+        alpha: spec.alpha,
+        dropout: spec.dropout,
+        rsLora: spec.useRslora,
+        targets: spec.targetModules,
+        layers: [...new Set(sites.map((s) => s.layer))],
+        sites,
+      });
+      loraSites(model, config);
+    } catch (error) {
+      if (error instanceof RangeError) throw badAdapter(error.message);
+      throw error;
+    }
+    return LoraAdapter.create(gpu, model, config, { tensors });
+  }
+
+  /** Its spec and tensors, read back, as interop/peft.ts's exportPeftAdapter takes them. */
+  async toPeft(baseModel = ''): Promise<{ spec: AdapterSpec; tensors: AdapterTensors }> {
+    const values = await this.read();
+    const tensors: AdapterTensors = new Map();
+    for (const site of this.sites) {
+      tensors.set(`h.${site.layer}.${site.module}`, { a: values.get(loraTensorName(site, 'A'))!, b: values.get(loraTensorName(site, 'B'))! });
+    }
+    const layers = [...new Set(this.sites.map((s) => s.layer))];
+    const spec: AdapterSpec = {
+      rank: this.config.rank,
+      alpha: this.config.alpha,
+      dropout: this.config.dropout,
+      useRslora: this.config.rsLora,
+      targetModules: LORA_TARGETS.filter((t) => this.sites.some((s) => s.module === TARGET_MODULE[t])),
+      layers: layers.length === this.model.nLayer ? null : layers,
+      baseModel,
+    };
+    return { spec, tensors };
   }
 
   /** The view of A or B of a site. */

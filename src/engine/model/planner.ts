@@ -1,66 +1,39 @@
-// The memory planner: from (model config, batch, sequence length, training mode, device limits) it lists every GPU
-// buffer a training run needs — name, bytes, purpose, and the named views inside it — and the total, before
-// anything is allocated. `checkMemoryPlan` refuses a plan that breaks a device limit or the budget with a
-// TunelabError('too-large') that names the largest buffer, the limit, and a setting that would fit.
+// The memory planner: every GPU buffer a run needs (name, purpose, bytes, the named views inside it) and the total,
+// from (model config, batch, sequence length, mode, device limits), before anything is allocated. It is the one plan
+// the engine allocates from: Gpt2Model cuts its weights as planned here, LoraAdapter holds the one 'lora' buffer,
+// Gpt2Run allocates exactly planGpt2Run's buffers and views (and refuses, before allocating, a run that breaks a
+// device limit), AdamW packs its moments as planned here. `planMemory` adds up a whole training run — weights,
+// adapter, the training run, the evaluation run, optimizer state and readback slots — and `checkMemoryPlan` refuses
+// a plan that breaks a device limit or the budget with a MemoryRefusal (TunelabError 'too-large') that names the
+// largest buffer, the limit, and a setting that would fit.
 //
-// Letters: B batch, T sequence, N = B·T tokens, C width, NH heads, V vocabulary (Vp padded), L layers, R LoRA rank.
+// Letters: B batch, T positions, BT = B·T tokens, C width, NH heads, V vocabulary, L layers, R LoRA rank.
 //
-// What is planned (llm.c-style training with flash attention, so no (T,T) matrices are kept):
-//   params      the base weights in the flat layout of weights.ts, cut into buffers ≤ maxBufferSize; LoRA A/B apart
-//   grads       one gradient per TRAINABLE tensor (frozen weights get none), same flat layout
-//   optimizer   AdamW m and v per trainable tensor
-//   activations encoded (N,C); per layer ln1 (N,C) + mean/rstd (N), qkv (N,3C), atty (N,C) + lse (B,NH,T),
-//               attproj, residual2, ln2 (+ mean/rstd), fch (N,4C), fchGelu (N,4C), fcproj, residual3; LoRA u (N,R)
-//               per target; lnf (+ mean/rstd); logits for one chunk of tokens (chunk,Vp); per-token targets, mask,
-//               loss, correct; input token ids. Each kind is one buffer holding a view per layer.
-//   scratch     activation gradients reused by every layer: dresidual (N,C), one (N,C), two (N,4C) (gelu's backward
-//               is out of place), the LoRA du (N,R), attention delta (B,NH,T), layernorm dweight/dbias partials,
-//               gradient-norm partials, small result buffers, and the dwte token segments when wte trains.
-// Every tensor that a kernel writes while it reads another lives in a different GPU buffer: WebGPU forbids binding
-// one buffer read-only and writable in the same dispatch, so only views of the same kind share a buffer.
+// What a GPT-2 run holds (llm.c-style training with flash attention, so no (T,T) matrices are kept):
+//   io          token ids, targets, loss mask, per-token losses and correctness, the metric sums
+//   activations encoded (BT,C); per kept block ln1 (BT,C) + mean/rstd (BT), qkv (BT,3C), atty (BT,C) + lse
+//               (B,NH,T), attproj, residual2, ln2 (+ mean/rstd), fch (BT,4C), fchGelu (BT,4C), fcproj, residual3;
+//               LoRA u (BT,R) per site; lnf (+ mean/rstd); the logits of one chunk of tokens (chunk,V). Blocks the
+//               backward never reaches (below the first one that trains) share one 'transient' set.
+//   gradients   one per TRAINABLE tensor (frozen weights get none)
+//   scratch     activation gradients reused by every block: dresidual (BT,C), btc (BT,C), bt4c and bt4cGelu
+//               (BT,4C), the attention delta (B,NH,T), LoRA du (BT,R), layernorm partials, dwte token segments
+// Each kind of tensor has its own buffer(s), one view per block: WebGPU forbids binding one buffer read-only and
+// writable in the same dispatch, and a kernel never reads and writes the same kind.
 
 import { TunelabError } from '../errors.ts';
+import { attentionScratchSizes } from '../ops/attention.ts';
+import { CROSS_ENTROPY_RESULT } from '../ops/crossentropy.ts';
+import { GRAD_NORM_RESULT, planGradNorm } from '../ops/gradnorm.ts';
+import { layernormScratchLength } from '../ops/layernorm.ts';
 import { validateModelConfig, type ModelConfig } from './config.ts';
-import {
-  LINEAR_MODULES,
-  gpt2ParameterLayout,
-  layoutParameters,
-  linearShape,
-  type LinearModule,
-  type ParameterLayout,
-  type ParameterSpec,
-} from './weights.ts';
+import { checkLoraRank, loraParameterSpecs, loraSites, type LoraShape } from './lora.ts';
+import { gpt2ParameterLayout, layoutParameters, type ParameterLayout } from './weights.ts';
 
-// ---- request ---------------------------------------------------------------------------------------------------
+// LoRA's selection types and layer rule live in lora.ts; the worker and UI have long imported them from here.
+export { loraLayers, type LayerSelection, type LoraTarget } from './lora.ts';
 
-/** LoRA target modules, as the issue and PEFT's GPT-2 configs name them. */
-export type LoraTarget = 'c_attn' | 'attn.c_proj' | 'c_fc' | 'mlp.c_proj';
-export const LORA_TARGETS: readonly LoraTarget[] = ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'];
-
-const TARGET_MODULE: Record<LoraTarget, LinearModule> = {
-  c_attn: 'attn.c_attn',
-  'attn.c_proj': 'attn.c_proj',
-  c_fc: 'mlp.c_fc',
-  'mlp.c_proj': 'mlp.c_proj',
-};
-
-/** Which blocks get LoRA: all, the last N, or a list of indices. */
-export type LayerSelection = 'all' | { last: number } | readonly number[];
-
-export type TrainingMode =
-  /** Every weight trains (pretraining from scratch, small models). */
-  | { kind: 'full' }
-  /** Only the last `lastBlocks` blocks and the final layernorm train (no LoRA). */
-  | { kind: 'selective'; lastBlocks: number }
-  /** Base frozen; LoRA A (R,in) and B (out,R) on the chosen modules of the chosen blocks train. */
-  | { kind: 'lora'; rank: number; targets: readonly LoraTarget[]; layers: LayerSelection; sites?: readonly LoraSiteRef[] };
-
-/** One adapted linear layer. When a LoRA mode lists `sites`, they replace targets × layers (PEFT regex adapters). */
-export interface LoraSiteRef {
-  readonly layer: number;
-  readonly module: LinearModule;
-}
-
+/** Device limits a plan must respect. */
 export interface DeviceLimits {
   /** Largest GPUBuffer the device creates. */
   maxBufferSize: number;
@@ -68,26 +41,308 @@ export interface DeviceLimits {
   maxStorageBufferBindingSize: number;
 }
 
+const ALIGN_ELEMENTS = 64; // 256 bytes: every view starts where it can be bound on its own
+const alignElements = (n: number) => Math.ceil(Math.max(n, 1) / ALIGN_ELEMENTS) * ALIGN_ELEMENTS;
+
+/** Logits of a classifier chunk stay below this unless one row is larger (a 50257-word batch would not fit). */
+export const CLASSIFIER_CHUNK_BYTES = 64 * 1024 * 1024;
+
+/** Floats per readback slot of a run's step metrics (the metric sums and a few extra values). */
+export const METRICS_SLOT_FLOATS = 64;
+/** Readback slots of a run unless it asks for another number: how far the CPU may run ahead of the GPU. */
+export const DEFAULT_METRICS_RING = 3;
+
+// ---- one GPT-2 run -----------------------------------------------------------------------------------------------
+
+export type Gpt2Mode =
+  /** Forward only: logits, loss and token accuracy. An adapter, if given, is applied (without dropout). */
+  | { kind: 'inference' }
+  /** Base frozen; the adapter's A and B train. */
+  | { kind: 'lora' }
+  /** No LoRA; the last `lastBlocks` blocks and ln_f train. */
+  | { kind: 'selective'; lastBlocks: number }
+  /** Every parameter trains. */
+  | { kind: 'full' };
+
+export interface Gpt2RunShape {
+  /** B: sequences per batch. */
+  batchSize: number;
+  /** T: positions per sequence, at most the model's context. */
+  sequenceLength: number;
+  mode: Gpt2Mode;
+  /**
+   * Tokens per classifier chunk (rows of logits held at once). Default: all BT tokens, or as many as fit 64 MiB.
+   * A chunk smaller than BT must keep chunk·C a multiple of 64, so each chunk's rows start on 256 bytes.
+   */
+  classifierChunk?: number;
+  /** Inference only: keep the logits of every token (BT, V) for readLogits(); for small batches (tests, sampling). */
+  keepLogits?: boolean;
+  /** Readback slots for step metrics (default 3): how many steps the CPU may run ahead of the GPU. */
+  metricsRing?: number;
+}
+
+export type RunBufferPurpose = 'activations' | 'gradients' | 'scratch' | 'io';
+
+export interface RunViewPlan {
+  /** 'h3.qkv', 'transient.fch', 'h.1.mlp.c_fc.lora_A', 'dresidual' … */
+  readonly name: string;
+  /** Element offset in its buffer, a multiple of 64 (256 bytes). */
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface RunBufferPlan {
+  /** Also the GPU label: 'act.qkv', 'grads.0', 'scratch.bt4c' … */
+  readonly name: string;
+  readonly purpose: RunBufferPurpose;
+  readonly elements: number;
+  readonly bytes: number;
+  readonly views: readonly RunViewPlan[];
+}
+
+export interface Gpt2RunPlan {
+  readonly B: number;
+  readonly T: number;
+  readonly mode: Gpt2Mode;
+  readonly chunk: number;
+  readonly keepLogits: boolean;
+  /** Trainable tensors (weights.ts names, or LoRA names) in gradient layout order. */
+  readonly trainable: ParameterLayout;
+  /** Lowest block whose activations the backward needs; layers below share one transient set (L: none). */
+  readonly firstBackwardLayer: number;
+  /** Storage buffers, in allocation order. */
+  readonly buffers: readonly RunBufferPlan[];
+  /** Bytes of the storage buffers (the readback slots not included). */
+  readonly totalBytes: number;
+  readonly bytesByPurpose: Readonly<Record<RunBufferPurpose, number>>;
+  /** Readback slots of METRICS_SLOT_FLOATS floats for the step metrics (mappable, so apart from the buffers). */
+  readonly metricsRing: number;
+}
+
+const BUFFER_PREFIX: Record<RunBufferPurpose, string> = { activations: 'act', gradients: 'grads', scratch: 'scratch', io: 'io' };
+
+/**
+ * Packs views of these lengths into as few buffers of at most maxBytes as their order allows, each view on a
+ * 64-element (256-byte) boundary. A view larger than maxBytes gets a buffer of its own (checkMemoryPlan refuses it).
+ */
+function packViews(views: readonly (readonly [string, number])[], maxBytes: number): { views: RunViewPlan[]; elements: number }[] {
+  const packed: { views: RunViewPlan[]; elements: number }[] = [];
+  let current: { views: RunViewPlan[]; elements: number } | undefined;
+  for (const [name, length] of views) {
+    const padded = alignElements(length);
+    if (!current || (current.views.length > 0 && (current.elements + padded) * 4 > maxBytes)) {
+      current = { views: [], elements: 0 };
+      packed.push(current);
+    }
+    current.views.push({ name, offset: current.elements, length });
+    current.elements += padded;
+  }
+  return packed;
+}
+
+/** Per-block activations kept for the backward, with their lengths. */
+function layerActivationLengths(config: ModelConfig, B: number, T: number): Record<string, number> {
+  const BT = B * T;
+  const C = config.nEmbd;
+  return {
+    ln1: BT * C,
+    ln1Mean: BT,
+    ln1Rstd: BT,
+    qkv: BT * 3 * C,
+    atty: BT * C,
+    attLse: attentionScratchSizes({ B, T, C, NH: config.nHead }).lse,
+    attproj: BT * C,
+    residual2: BT * C,
+    ln2: BT * C,
+    ln2Mean: BT,
+    ln2Rstd: BT,
+    fch: BT * 4 * C,
+    fchGelu: BT * 4 * C,
+    fcproj: BT * C,
+    residual3: BT * C,
+  };
+}
+
+/** Which set of activation views block l uses: its own ('h3') when the backward reaches it, else 'transient'. */
+export function activationSlot(l: number, firstBackwardLayer: number): string {
+  return l < firstBackwardLayer ? 'transient' : `h${l}`;
+}
+
+/** Smallest token count whose rows of C floats span a multiple of 256 bytes. */
+function chunkRowAlignment(C: number): number {
+  let rows = 1;
+  while ((rows * C) % ALIGN_ELEMENTS !== 0) rows++;
+  return rows;
+}
+
+function trainableLayout(config: ModelConfig, mode: Gpt2Mode, lora: LoraShape | undefined): ParameterLayout {
+  const base = gpt2ParameterLayout(config);
+  switch (mode.kind) {
+    case 'inference':
+      return layoutParameters([]);
+    case 'full':
+      return base;
+    case 'selective': {
+      const first = config.nLayer - mode.lastBlocks;
+      return layoutParameters(base.entries.filter((e) => (e.layer !== null ? e.layer >= first : e.name.startsWith('ln_f.'))));
+    }
+    case 'lora':
+      if (!lora) throw new RangeError('a LoRA run needs an adapter');
+      return layoutParameters(loraParameterSpecs(config, lora));
+  }
+}
+
+/**
+ * Every storage buffer a Gpt2Run of this shape allocates, with its views and bytes; pure arithmetic. `lora` is the
+ * adapter's shape: required for mode lora, optional for inference (applied), refused otherwise. Device limits only
+ * decide how buffers split and how wide a classifier chunk is: whether the plan fits is checkMemoryPlan's question.
+ */
+export function planGpt2Run(config: ModelConfig, shape: Gpt2RunShape, limits: DeviceLimits, lora?: LoraShape): Gpt2RunPlan {
+  validateModelConfig(config);
+  const { batchSize: B, sequenceLength: T, mode } = shape;
+  const L = config.nLayer;
+  const C = config.nEmbd;
+  const V = config.vocabSize;
+  if (!Number.isSafeInteger(B) || B < 1) throw new RangeError(`batch size must be a positive integer, got ${B}`);
+  if (!Number.isSafeInteger(T) || T < 1 || T > config.nPositions) {
+    throw new RangeError(`sequence length must be 1..${config.nPositions} (the model's context), got ${T}`);
+  }
+  if (mode.kind === 'selective' && !(Number.isSafeInteger(mode.lastBlocks) && mode.lastBlocks >= 0 && mode.lastBlocks <= L)) {
+    throw new RangeError(`selective fine-tuning: lastBlocks must be 0..${L}, got ${mode.lastBlocks}`);
+  }
+  if (lora && mode.kind !== 'lora' && mode.kind !== 'inference') {
+    throw new RangeError(`a ${mode.kind} run cannot carry a LoRA adapter (merge it first, or use mode lora)`);
+  }
+  const metricsRing = shape.metricsRing ?? DEFAULT_METRICS_RING;
+  if (!Number.isSafeInteger(metricsRing) || metricsRing < 1) throw new RangeError(`metricsRing must be ≥ 1, got ${metricsRing}`);
+  const training = mode.kind !== 'inference';
+  const keepLogits = shape.keepLogits === true;
+  if (keepLogits && training) throw new RangeError('keepLogits is for inference runs: training overwrites logits with dlogits');
+  const BT = B * T;
+  const rowAlign = chunkRowAlignment(C);
+  let chunk: number;
+  if (keepLogits) {
+    chunk = BT;
+  } else if (shape.classifierChunk !== undefined) {
+    chunk = shape.classifierChunk;
+    if (!Number.isSafeInteger(chunk) || chunk < 1) throw new RangeError(`classifier chunk must be a positive integer, got ${chunk}`);
+    if (chunk < BT && chunk % rowAlign !== 0) {
+      throw new RangeError(`classifier chunk ${chunk} must be a multiple of ${rowAlign} (so chunk·C = chunk·${C} rows start on 256 bytes)`);
+    }
+    chunk = Math.min(chunk, BT);
+  } else {
+    const fit = Math.floor(Math.min(CLASSIFIER_CHUNK_BYTES, limits.maxStorageBufferBindingSize) / (V * 4));
+    chunk = fit >= BT ? BT : Math.max(rowAlign, Math.floor(fit / rowAlign) * rowAlign);
+  }
+
+  const trainable = trainableLayout(config, mode, lora);
+  const sites = lora ? loraSites(config, lora) : [];
+  const firstBackwardLayer =
+    mode.kind === 'full' ? 0 : mode.kind === 'selective' ? L - mode.lastBlocks : mode.kind === 'lora' ? Math.min(...sites.map((s) => s.layer)) : L;
+  const slot = (l: number) => activationSlot(l, firstBackwardLayer);
+  const slots = [...new Set([...Array(L).keys()].map(slot))];
+
+  const buffers: RunBufferPlan[] = [];
+  const addBuffers = (name: string, purpose: RunBufferPurpose, views: [string, number][]) => {
+    const packed = packViews(views, limits.maxBufferSize);
+    packed.forEach((p, i) =>
+      buffers.push({ name: packed.length === 1 ? name : `${name}.${i}`, purpose, elements: p.elements, bytes: p.elements * 4, views: p.views }),
+    );
+  };
+  /** One tensor in its own buffer: 'io.ids', 'act.lnf', 'scratch.btc'. */
+  const single = (name: string, purpose: RunBufferPurpose, length: number) => addBuffers(`${BUFFER_PREFIX[purpose]}.${name}`, purpose, [[name, length]]);
+
+  // Inputs and per-token loss terms.
+  single('ids', 'io', BT); // u32
+  single('targets', 'io', BT); // u32
+  single('mask', 'io', BT);
+  single('losses', 'io', BT);
+  single('correct', 'io', BT);
+  single('metrics', 'io', CROSS_ENTROPY_RESULT.length);
+
+  // Activations: per kind, one view per kept layer plus one shared by the layers the backward never reaches.
+  single('encoded', 'activations', BT * C);
+  for (const [kind, length] of Object.entries(layerActivationLengths(config, B, T))) {
+    addBuffers(`act.${kind}`, 'activations', slots.map((s) => [`${s}.${kind}`, length]));
+  }
+  if (sites.length) {
+    const uViews = [...new Set(sites.map((site) => `${slot(site.layer)}.${site.module}.u`))];
+    addBuffers('act.loraU', 'activations', uViews.map((v) => [v, BT * lora!.rank]));
+  }
+  single('lnf', 'activations', BT * C);
+  single('lnfMean', 'activations', BT);
+  single('lnfRstd', 'activations', BT);
+  single('logits', 'activations', chunk * V);
+
+  if (training) {
+    // Gradients of the trainable tensors, in their layout order, split where a buffer would exceed maxBufferSize.
+    addBuffers('grads', 'gradients', trainable.entries.map((e) => [e.name, e.elementCount]));
+    // Activation gradients reused by every layer (llm.c style): the residual stream's, a (BT,C) and two (BT,4C).
+    single('dresidual', 'scratch', BT * C);
+    single('btc', 'scratch', BT * C); // dlnf, dln2, datty, dln1 in turn
+    single('bt4c', 'scratch', BT * 4 * C); // dfchGelu, then dqkv
+    single('bt4cGelu', 'scratch', BT * 4 * C); // dfch (gelu's backward is out of place)
+    single('attDelta', 'scratch', attentionScratchSizes({ B, T, C, NH: config.nHead }).delta);
+    if (mode.kind === 'lora') single('loraDu', 'scratch', BT * lora!.rank);
+    if (trainable.entries.some((e) => e.kind === 'layernorm-weight')) single('lnPartials', 'scratch', layernormScratchLength(BT, C));
+    if (trainable.byName.has('wte.weight')) {
+      single('segmentTokens', 'scratch', BT);
+      single('segmentOffsets', 'scratch', BT + 1);
+      single('segmentPositions', 'scratch', BT);
+    }
+  }
+
+  const bytesByPurpose: Record<RunBufferPurpose, number> = { activations: 0, gradients: 0, scratch: 0, io: 0 };
+  for (const b of buffers) bytesByPurpose[b.purpose] += b.bytes;
+  return {
+    B,
+    T,
+    mode,
+    chunk,
+    keepLogits,
+    trainable,
+    firstBackwardLayer,
+    buffers,
+    totalBytes: buffers.reduce((s, b) => s + b.bytes, 0),
+    bytesByPurpose,
+    metricsRing,
+  };
+}
+
+// ---- a whole run: request and plan -------------------------------------------------------------------------------
+
+export type PlanMode =
+  /** Every weight trains (pretraining from scratch, small models). */
+  | { kind: 'full' }
+  /** Only the last `lastBlocks` blocks and the final layernorm train (no LoRA). */
+  | { kind: 'selective'; lastBlocks: number }
+  /** Base frozen; LoRA A (R,in) and B (out,R) on the chosen modules of the chosen blocks train. */
+  | ({ kind: 'lora' } & LoraShape)
+  /** Forward only (evaluation, generation), with an adapter applied if `lora` is given. */
+  | { kind: 'inference'; lora?: LoraShape };
+
 export interface PlanRequest {
   config: ModelConfig;
   /** B: sequences per micro-batch. */
   batchSize: number;
   /** T: tokens per sequence, at most config.nPositions. */
   sequenceLength: number;
-  mode: TrainingMode;
+  mode: PlanMode;
   limits: DeviceLimits;
   /** Tokens per classifier chunk (rows of logits held at once); default: as many as fit CLASSIFIER_CHUNK_BYTES. */
   classifierChunk?: number;
-  /** Vp: logits row stride, if the classifier pads the vocabulary (default V). */
-  paddedVocab?: number;
+  /** Inference only: keep every token's logits (BT,V). */
+  keepLogits?: boolean;
+  /**
+   * Training only: also an inference run of the same shape for validation, as the trainer builds whenever there
+   * are validation examples (default true).
+   */
+  evaluation?: boolean;
+  /** Readback slots per run for the step metrics (DEFAULT_METRICS_RING). */
+  metricsRing?: number;
   /** Total bytes the run may use (the UI's memory budget); no total limit when absent. */
   budgetBytes?: number;
 }
-
-/** Logits for a whole batch of a 50257-word vocabulary do not fit; chunks stay below this unless N is smaller. */
-export const CLASSIFIER_CHUNK_BYTES = 64 * 1024 * 1024;
-
-// ---- plan ------------------------------------------------------------------------------------------------------
 
 export type BufferPurpose = 'params' | 'grads' | 'optimizer' | 'activations' | 'scratch';
 export const BUFFER_PURPOSES: readonly BufferPurpose[] = ['params', 'grads', 'optimizer', 'activations', 'scratch'];
@@ -95,7 +350,6 @@ export const BUFFER_PURPOSES: readonly BufferPurpose[] = ['params', 'grads', 'op
 export interface PlannedView {
   /** 'h.3.attn.c_attn.weight', 'h3.fch', 'logits' … */
   readonly name: string;
-  readonly shape: readonly number[];
   readonly elements: number;
   readonly bytes: number;
   /** Byte offset inside its buffer; a multiple of 256, so the view binds on its own. */
@@ -103,22 +357,29 @@ export interface PlannedView {
 }
 
 export interface PlannedBuffer {
-  /** 'params.0', 'grads.0', 'adam.m.0', 'act.fch', 'scratch.dresidual' … (also the GPU label) */
+  /**
+   * The GPU label: 'params.0', 'lora', 'act.fch', 'grads', 'adam.m.0', 'gpt2.metrics.0' …; the evaluation run's
+   * buffers carry the prefix 'eval.' here (on the GPU they have the same labels as the training run's).
+   */
   readonly name: string;
   readonly purpose: BufferPurpose;
-  /** Size to allocate: a multiple of 256. */
+  /** Size allocated: a multiple of 256. */
   readonly bytes: number;
   readonly views: readonly PlannedView[];
 }
 
 export interface MemoryPlan {
-  readonly request: Readonly<PlanRequest> & { classifierChunk: number; paddedVocab: number };
+  readonly request: Readonly<PlanRequest>;
+  /** The run that trains (or, for mode inference, the only run): what Gpt2Run allocates. */
+  readonly run: Gpt2RunPlan;
+  /** The validation run of a training plan, or null. */
+  readonly evaluationRun: Gpt2RunPlan | null;
   readonly buffers: readonly PlannedBuffer[];
   readonly totalBytes: number;
   readonly bytesByPurpose: Readonly<Record<BufferPurpose, number>>;
   /** Parameters of the base model. */
   readonly parameterCount: number;
-  /** LoRA parameters (0 unless mode is lora). */
+  /** LoRA parameters (0 without an adapter). */
   readonly loraParameterCount: number;
   /** Parameters that get gradients and optimizer state. */
   readonly trainableParameterCount: number;
@@ -126,242 +387,115 @@ export interface MemoryPlan {
   readonly trainableTensors: readonly string[];
 }
 
-const ALIGN_BYTES = 256;
-const alignBytes = (n: number) => Math.ceil(n / ALIGN_BYTES) * ALIGN_BYTES;
+/** The adapter shape a mode carries, if any. */
+function loraOf(mode: PlanMode): LoraShape | undefined {
+  return mode.kind === 'lora' ? mode : mode.kind === 'inference' ? mode.lora : undefined;
+}
 
-/** Upper bound of gradient-norm partial slots per tensor (ops/gradnorm.ts caps its workgroups per tensor at 256). */
-const GRAD_NORM_SLOTS_PER_TENSOR = 256;
-/** Rows per layernorm dweight/dbias partial (ops/layernorm.ts LAYERNORM_ROWS_PER_BLOCK). */
-const LAYERNORM_ROWS_PER_PARTIAL = 32;
+function gpt2ModeOf(mode: PlanMode): Gpt2Mode {
+  return mode.kind === 'lora' ? { kind: 'lora' } : mode.kind === 'inference' ? { kind: 'inference' } : mode;
+}
+
+/** The request that plans one Gpt2Run of this shape (and the optimizer of what it trains): what Gpt2Run checks. */
+export function runPlanRequest(config: ModelConfig, shape: Gpt2RunShape, limits: DeviceLimits, lora?: LoraShape): PlanRequest {
+  let mode: PlanMode;
+  if (shape.mode.kind === 'lora') {
+    if (!lora) throw new RangeError('a LoRA run needs an adapter');
+    mode = { kind: 'lora', rank: lora.rank, targets: lora.targets, layers: lora.layers, sites: lora.sites };
+  } else if (shape.mode.kind === 'inference') {
+    mode = { kind: 'inference', lora };
+  } else {
+    if (lora) throw new RangeError(`a ${shape.mode.kind} run cannot carry a LoRA adapter (merge it first, or use mode lora)`);
+    mode = shape.mode;
+  }
+  return {
+    config,
+    batchSize: shape.batchSize,
+    sequenceLength: shape.sequenceLength,
+    mode,
+    limits: { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize },
+    classifierChunk: shape.classifierChunk,
+    keepLogits: shape.keepLogits,
+    metricsRing: shape.metricsRing,
+    evaluation: false,
+  };
+}
 
 function checkRequest(request: PlanRequest): void {
   validateModelConfig(request.config);
-  const { batchSize: B, sequenceLength: T, config } = request;
-  if (!Number.isSafeInteger(B) || B < 1) throw new RangeError(`batch size must be a positive integer, got ${B}`);
-  if (!Number.isSafeInteger(T) || T < 1) throw new RangeError(`sequence length must be a positive integer, got ${T}`);
-  if (T > config.nPositions) {
+  const { sequenceLength: T, config } = request;
+  if (Number.isSafeInteger(T) && T > config.nPositions) {
     throw new TunelabError(
       'too-large',
       `sequence length ${T} is longer than the model's context of ${config.nPositions} tokens; use at most ${config.nPositions}`,
     );
   }
-  const mode = request.mode;
-  if (mode.kind === 'selective') {
-    if (!Number.isSafeInteger(mode.lastBlocks) || mode.lastBlocks < 0 || mode.lastBlocks > config.nLayer) {
-      throw new RangeError(`selective fine-tuning: lastBlocks must be 0..${config.nLayer}, got ${mode.lastBlocks}`);
-    }
-  }
-  if (mode.kind === 'lora') {
-    if (!Number.isSafeInteger(mode.rank) || mode.rank < 1) throw new RangeError(`LoRA rank must be ≥ 1, got ${mode.rank}`);
-    loraSitesOf(config, mode); // validates targets, layers or sites
-  }
-  if (request.classifierChunk !== undefined && (!Number.isSafeInteger(request.classifierChunk) || request.classifierChunk < 1)) {
-    throw new RangeError(`classifier chunk must be a positive integer, got ${request.classifierChunk}`);
-  }
-  if (request.paddedVocab !== undefined && !(Number.isSafeInteger(request.paddedVocab) && request.paddedVocab >= config.vocabSize)) {
-    throw new RangeError(`padded vocabulary ${request.paddedVocab} must be an integer ≥ ${config.vocabSize}`);
+  const lora = loraOf(request.mode);
+  if (lora) {
+    checkLoraRank(lora.rank);
+    loraSites(config, lora); // validates targets, layers or sites
   }
 }
 
-/** Block indices a LayerSelection names, ascending. */
-export function loraLayers(config: ModelConfig, layers: LayerSelection): number[] {
-  const L = config.nLayer;
-  if (layers === 'all') return [...Array(L).keys()];
-  if (!Array.isArray(layers)) {
-    const last = (layers as { last: number }).last;
-    if (!Number.isSafeInteger(last) || last < 1 || last > L) throw new RangeError(`LoRA: last must be 1..${L}, got ${last}`);
-    return [...Array(last).keys()].map((i) => L - last + i);
-  }
-  const list = [...new Set(layers as readonly number[])].sort((a, b) => a - b);
-  if (!list.length) throw new RangeError('LoRA: the layer list is empty');
-  for (const l of list) {
-    if (!Number.isSafeInteger(l) || l < 0 || l >= L) throw new RangeError(`LoRA: layer ${l} does not exist (0..${L - 1})`);
-  }
-  return list;
-}
-
-type LoraSelection = { targets: readonly LoraTarget[]; layers: LayerSelection; sites?: readonly LoraSiteRef[] };
-
-/** The adapted (layer, module) pairs: layer-major, module order within a layer, whatever order they were given in. */
-export function loraSitesOf(config: ModelConfig, lora: LoraSelection): LoraSiteRef[] {
-  let sites: LoraSiteRef[];
-  if (lora.sites) {
-    sites = lora.sites.map((s) => ({ layer: s.layer, module: s.module }));
-    for (const s of sites) {
-      if (!Number.isSafeInteger(s.layer) || s.layer < 0 || s.layer >= config.nLayer) {
-        throw new RangeError(`LoRA: layer ${s.layer} does not exist (0..${config.nLayer - 1})`);
-      }
-      if (!LINEAR_MODULES.includes(s.module)) throw new RangeError(`LoRA: unknown module ${s.module}`);
-    }
-  } else {
-    for (const t of lora.targets) {
-      if (!LORA_TARGETS.includes(t)) throw new RangeError(`unknown LoRA target ${t}; use ${LORA_TARGETS.join(', ')}`);
-    }
-    const modules = LORA_TARGETS.filter((t) => lora.targets.includes(t)).map((t) => TARGET_MODULE[t]);
-    sites = loraLayers(config, lora.layers).flatMap((layer) => modules.map((module) => ({ layer, module })));
-  }
-  sites.sort((a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module));
-  if (!sites.length) throw new RangeError('LoRA needs at least one target module');
-  for (let i = 1; i < sites.length; i++) {
-    if (sites[i].layer === sites[i - 1].layer && sites[i].module === sites[i - 1].module) {
-      throw new RangeError(`LoRA site h.${sites[i].layer}.${sites[i].module} is listed twice`);
-    }
-  }
-  return sites;
-}
-
-/** LoRA tensors in PEFT's shapes: h.N.<module>.lora_A (R,in), h.N.<module>.lora_B (out,R); layer-major order. */
-export function loraParameterSpecs(config: ModelConfig, lora: LoraSelection & { rank: number }): ParameterSpec[] {
-  const specs: ParameterSpec[] = [];
-  for (const { layer, module } of loraSitesOf(config, lora)) {
-    const [inDim, outDim] = linearShape(config, module);
-    const base = `h.${layer}.${module}`;
-    specs.push({ name: `${base}.lora_A`, shape: [lora.rank, inDim], elementCount: lora.rank * inDim, layer, kind: 'linear-weight' });
-    specs.push({ name: `${base}.lora_B`, shape: [outDim, lora.rank], elementCount: outDim * lora.rank, layer, kind: 'linear-weight' });
-  }
-  return specs;
-}
-
-/** Which base tensors train in a mode (none for LoRA). */
-function trainableBaseSpecs(layout: ParameterLayout, config: ModelConfig, mode: TrainingMode): ParameterSpec[] {
-  if (mode.kind === 'full') return [...layout.entries];
-  if (mode.kind === 'lora') return [];
-  const firstTrainable = config.nLayer - mode.lastBlocks;
-  return layout.entries.filter((e) => (e.layer !== null ? e.layer >= firstTrainable : e.name.startsWith('ln_f.')));
-}
-
-/** Rows of logits per classifier chunk when the request does not say: all N tokens, or as many as fit 64 MiB. */
-export function defaultClassifierChunk(tokens: number, paddedVocab: number, maxBindingBytes: number): number {
-  const rowBytes = paddedVocab * 4;
-  const cap = Math.min(CLASSIFIER_CHUNK_BYTES, maxBindingBytes);
-  return Math.max(1, Math.min(tokens, Math.floor(cap / rowBytes)));
-}
-
-interface ViewRequest {
-  name: string;
-  shape: number[];
-}
-
-/** Packs views into as few buffers ≤ maxBufferSize as order allows; a view too big for any buffer gets its own. */
-function packBuffers(group: string, purpose: BufferPurpose, views: ViewRequest[], maxBufferSize: number): PlannedBuffer[] {
-  const buffers: { views: PlannedView[]; bytes: number }[] = [];
-  let current: { views: PlannedView[]; bytes: number } | undefined;
-  for (const v of views) {
-    const elements = v.shape.reduce((a, d) => a * d, 1);
-    const bytes = elements * 4;
-    const size = alignBytes(Math.max(bytes, 4));
-    if (!current || (current.bytes + size > maxBufferSize && current.views.length)) {
-      current = { views: [], bytes: 0 };
-      buffers.push(current);
-    }
-    current.views.push({ name: v.name, shape: v.shape, elements, bytes, offset: current.bytes });
-    current.bytes += size;
-  }
-  return buffers.map((b, i) => ({
-    name: buffers.length === 1 ? group : `${group}.${i}`,
-    purpose,
-    bytes: b.bytes,
-    views: b.views,
-  }));
-}
-
-/** Flat-layout tensors as views of buffers ≤ maxBufferSize (each tensor already starts on 256 bytes). */
-function layoutBuffers(group: string, purpose: BufferPurpose, layout: ParameterLayout, maxBufferSize: number): PlannedBuffer[] {
-  // Offsets in a flat layout are the sums of 64-element-aligned sizes, exactly what packBuffers produces.
-  return packBuffers(
-    group,
-    purpose,
-    layout.entries.map((e) => ({ name: e.name, shape: [...e.shape] })),
-    maxBufferSize,
-  );
-}
-
-/** Plans every buffer of a training run. Pure arithmetic: never allocates, never throws for limits (see check). */
+/** Plans every buffer of a run. Pure arithmetic: never allocates, never throws for limits (see checkMemoryPlan). */
 export function planMemory(request: PlanRequest): MemoryPlan {
   checkRequest(request);
-  const { config, batchSize: B, sequenceLength: T, mode, limits } = request;
-  const C = config.nEmbd;
-  const NH = config.nHead;
-  const L = config.nLayer;
-  const N = B * T;
-  const Vp = request.paddedVocab ?? config.vocabSize;
-  const chunk = Math.min(N, request.classifierChunk ?? defaultClassifierChunk(N, Vp, limits.maxStorageBufferBindingSize));
-  const maxBuffer = limits.maxBufferSize;
+  const { config, mode, limits } = request;
+  const lora = loraOf(mode);
+  const training = mode.kind !== 'inference';
+  const shape: Gpt2RunShape = {
+    batchSize: request.batchSize,
+    sequenceLength: request.sequenceLength,
+    mode: gpt2ModeOf(mode),
+    classifierChunk: request.classifierChunk,
+    keepLogits: request.keepLogits,
+    metricsRing: request.metricsRing,
+  };
+  const run = planGpt2Run(config, shape, limits, lora);
+  const evaluationRun = training && request.evaluation !== false ? planGpt2Run(config, { ...shape, mode: { kind: 'inference' } }, limits, lora) : null;
+
   const buffers: PlannedBuffer[] = [];
+  const add = (name: string, purpose: BufferPurpose, elements: number, views: readonly RunViewPlan[]) =>
+    buffers.push({
+      name,
+      purpose,
+      bytes: elements * 4,
+      views: views.map((v) => ({ name: v.name, elements: v.length, bytes: v.length * 4, offset: v.offset * 4 })),
+    });
+  /** Packed views as buffers `${prefix}.0`, `${prefix}.1` … (always numbered, as Gpt2Model and AdamW label them). */
+  const numbered = (prefix: string, purpose: BufferPurpose, views: [string, number][], maxBytes: number) =>
+    packViews(views, maxBytes).forEach((p, i) => add(`${prefix}.${i}`, purpose, p.elements, p.views));
 
-  // Parameters, gradients and optimizer state.
-  const layout = gpt2ParameterLayout(config);
-  buffers.push(...layoutBuffers('params', 'params', layout, maxBuffer));
-  const loraSpecs = mode.kind === 'lora' ? loraParameterSpecs(config, mode) : [];
-  const loraLayout = layoutParameters(loraSpecs);
-  if (loraSpecs.length) buffers.push(...layoutBuffers('lora', 'params', loraLayout, maxBuffer));
-  const trainable = layoutParameters(mode.kind === 'lora' ? loraSpecs : trainableBaseSpecs(layout, config, mode));
+  // Weights: Gpt2Model cuts the flat layout into buffers ≤ maxBufferSize (weights.ts partitionLayout, the same rule).
+  const base = gpt2ParameterLayout(config);
+  numbered('params', 'params', base.entries.map((e) => [e.name, e.elementCount]), limits.maxBufferSize);
+  // LoraAdapter: every A and B in one buffer.
+  const loraLayout = layoutParameters(lora ? loraParameterSpecs(config, lora) : []);
+  if (lora) {
+    const [packed] = packViews(loraLayout.entries.map((e) => [e.name, e.elementCount]), Infinity);
+    add('lora', 'params', packed.elements, packed.views);
+  }
+
+  const runPurpose: Record<RunBufferPurpose, BufferPurpose> = { io: 'activations', activations: 'activations', gradients: 'grads', scratch: 'scratch' };
+  const addRun = (plan: Gpt2RunPlan, prefix: string) => {
+    for (const b of plan.buffers) add(prefix + b.name, runPurpose[b.purpose], b.elements, b.views);
+    for (let i = 0; i < plan.metricsRing; i++) add(`${prefix}gpt2.metrics.${i}`, 'scratch', METRICS_SLOT_FLOATS, []);
+  };
+  addRun(run, '');
+
+  // AdamW (train/optimizer.ts): m and v per trainable tensor, packed under both the buffer and the binding limit,
+  // then the gradient norm's partial sums and result.
+  const trainable = run.trainable;
   if (trainable.entries.length) {
-    buffers.push(...layoutBuffers('grads', 'grads', trainable, maxBuffer));
-    buffers.push(...layoutBuffers('adam.m', 'optimizer', trainable, maxBuffer));
-    buffers.push(...layoutBuffers('adam.v', 'optimizer', trainable, maxBuffer));
+    const moments: [string, number][] = trainable.entries.map((e) => [e.name, e.elementCount]);
+    const momentBytes = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+    numbered('adam.m', 'optimizer', moments, momentBytes);
+    numbered('adam.v', 'optimizer', moments, momentBytes);
+    const partials = planGradNorm(trainable.entries.map((e) => e.elementCount)).partialsLength;
+    add('gradnorm.partials', 'scratch', alignElements(partials), []);
+    add('gradnorm.result', 'scratch', alignElements(GRAD_NORM_RESULT.length), []);
   }
-
-  // Activations kept from the forward pass for the backward pass.
-  const act = (kind: string, shape: number[]) => buffers.push(...packBuffers(`act.${kind}`, 'activations', [{ name: kind, shape }], maxBuffer));
-  const perLayer = (kind: string, shape: number[], layers: readonly number[] = [...Array(L).keys()]) =>
-    buffers.push(
-      ...packBuffers(`act.${kind}`, 'activations', layers.map((l) => ({ name: `h${l}.${kind}`, shape })), maxBuffer),
-    );
-  act('inputs', [B, T]); // u32 token ids
-  act('encoded', [N, C]);
-  perLayer('ln1', [N, C]);
-  perLayer('ln1Mean', [N]);
-  perLayer('ln1Rstd', [N]);
-  perLayer('qkv', [N, 3 * C]);
-  perLayer('atty', [N, C]);
-  perLayer('attLse', [B, NH, T]);
-  perLayer('attproj', [N, C]);
-  perLayer('residual2', [N, C]);
-  perLayer('ln2', [N, C]);
-  perLayer('ln2Mean', [N]);
-  perLayer('ln2Rstd', [N]);
-  perLayer('fch', [N, 4 * C]);
-  perLayer('fchGelu', [N, 4 * C]);
-  perLayer('fcproj', [N, C]);
-  perLayer('residual3', [N, C]);
-  if (mode.kind === 'lora') {
-    const sites = loraSitesOf(config, mode);
-    for (const module of LINEAR_MODULES) {
-      const layers = sites.filter((s) => s.module === module).map((s) => s.layer);
-      if (layers.length) perLayer(`lora.${module}.u`, [N, mode.rank], layers);
-    }
-  }
-  act('lnf', [N, C]);
-  act('lnfMean', [N]);
-  act('lnfRstd', [N]);
-  act('logits', [chunk, Vp]); // one chunk at a time; overwritten in place by dlogits
-  act('targets', [N]); // u32
-  act('lossMask', [N]);
-  act('losses', [N]);
-  act('correct', [N]);
-
-  // Scratch: activation gradients and kernel workspaces, reused by every layer.
-  const scratch = (kind: string, shape: number[]) =>
-    buffers.push(...packBuffers(`scratch.${kind}`, 'scratch', [{ name: kind, shape }], maxBuffer));
-  scratch('dresidual', [N, C]);
-  scratch('btc', [N, C]); // dln1, datty, dln2, dlnf in turn
-  scratch('bt4c', [N, 4 * C]); // dfchGelu, then dqkv
-  scratch('bt4cGelu', [N, 4 * C]); // dfch: gelu backward writes out of place
-  scratch('attDelta', [B, NH, T]);
-  scratch('layernormPartials', [Math.ceil(N / LAYERNORM_ROWS_PER_PARTIAL), 2, C]);
-  if (mode.kind === 'lora') scratch('loraDu', [N, mode.rank]);
-  if (trainable.entries.length) {
-    scratch('gradNormPartials', [trainable.entries.length * GRAD_NORM_SLOTS_PER_TENSOR]);
-    scratch('gradNormResult', [2]);
-  }
-  scratch('lossResult', [4]);
-  if (trainable.byName.has('wte.weight')) {
-    // dwte sums token positions grouped by token id (ops/embedding.ts): tokens (N), offsets (N+1), positions (N).
-    scratch('embeddingSegmentTokens', [N]);
-    scratch('embeddingSegmentOffsets', [N + 1]);
-    scratch('embeddingSegmentPositions', [N]);
-  }
+  if (evaluationRun) addRun(evaluationRun, 'eval.');
 
   const bytesByPurpose = Object.fromEntries(BUFFER_PURPOSES.map((p) => [p, 0])) as Record<BufferPurpose, number>;
   let totalBytes = 0;
@@ -370,11 +504,13 @@ export function planMemory(request: PlanRequest): MemoryPlan {
     totalBytes += b.bytes;
   }
   return {
-    request: { ...request, classifierChunk: chunk, paddedVocab: Vp },
+    request,
+    run,
+    evaluationRun,
     buffers,
     totalBytes,
     bytesByPurpose,
-    parameterCount: layout.parameterCount,
+    parameterCount: base.parameterCount,
     loraParameterCount: loraLayout.parameterCount,
     trainableParameterCount: trainable.parameterCount,
     trainableTensors: trainable.entries.map((e) => e.name),
@@ -433,8 +569,8 @@ export interface PlanSuggestion {
   readonly batchSize: number;
   readonly sequenceLength: number;
   readonly classifierChunk?: number;
-  readonly mode: TrainingMode;
-  /** "batch size 2 (sequence length 512 unchanged)" */
+  readonly mode: PlanMode;
+  /** "batch size 2, sequence length 512 unchanged" */
   readonly description: string;
   readonly totalBytes: number;
 }
@@ -474,18 +610,19 @@ function largestFitting(upper: number, ok: (value: number) => boolean): number {
 }
 
 /** LoRA on c_attn of every block at rank 8: what a learner who asked for full training could do instead. */
-const FALLBACK_LORA: TrainingMode = { kind: 'lora', rank: 8, targets: ['c_attn'], layers: 'all' };
+const FALLBACK_LORA: PlanMode = { kind: 'lora', rank: 8, targets: ['c_attn'], layers: 'all' };
 
-function describeMode(mode: TrainingMode): string {
+function describeMode(mode: PlanMode): string {
   if (mode.kind === 'full') return 'full fine-tuning';
   if (mode.kind === 'selective') return `training only the last ${mode.lastBlocks} blocks`;
+  if (mode.kind === 'inference') return mode.lora ? 'inference with a LoRA adapter' : 'inference';
   return mode.sites ? `LoRA rank ${mode.rank} on ${mode.sites.length} modules` : `LoRA rank ${mode.rank} on ${mode.targets.join(', ')}`;
 }
 
 /**
  * Searches downward for a setting that fits: a smaller batch at the same sequence length, then batch 1 with a
- * shorter sequence; for a classifier chunk that breaks the binding limit, the largest chunk that fits; for full
- * training whose weights alone do not fit, LoRA. Null when even that does not fit (the model is too big).
+ * shorter sequence; for a classifier chunk that breaks the binding limit, the largest chunk that fits; for full or
+ * selective training whose weights alone do not fit, LoRA. Null when even that does not fit (the model is too big).
  */
 export function suggestFittingSetting(request: PlanRequest): PlanSuggestion | null {
   const { batchSize: B, sequenceLength: T } = request;
@@ -505,8 +642,11 @@ export function suggestFittingSetting(request: PlanRequest): PlanSuggestion | nu
   const tries: (() => PlanSuggestion | null)[] = [
     () => {
       if (request.classifierChunk === undefined) return null;
-      const chunk = largestFitting(request.classifierChunk - 1, (c) => fits({ ...request, classifierChunk: c }) !== null);
-      return chunk ? suggestion({ classifierChunk: chunk }, `classifier chunk ${chunk} tokens`) : null;
+      // A chunk shorter than the batch must be a whole number of row alignments (planGpt2Run).
+      const align = chunkRowAlignment(request.config.nEmbd);
+      const rows = (k: number) => k * align;
+      const k = largestFitting(Math.floor((request.classifierChunk - 1) / align), (c) => fits({ ...request, classifierChunk: rows(c) }) !== null);
+      return k ? suggestion({ classifierChunk: rows(k) }, `classifier chunk ${rows(k)} tokens`) : null;
     },
     () => {
       const b = largestFitting(B - 1, (value) => fits({ ...request, batchSize: value }) !== null);
@@ -517,13 +657,11 @@ export function suggestFittingSetting(request: PlanRequest): PlanSuggestion | nu
       return t ? suggestion({ batchSize: 1, sequenceLength: t }, `batch size 1 and sequence length ${t}`) : null;
     },
     () => {
-      if (request.mode.kind === 'lora') return null;
+      if (request.mode.kind === 'lora' || request.mode.kind === 'inference') return null;
       const withLora = { ...request, mode: FALLBACK_LORA };
       if (fits(withLora)) return suggestion({ mode: FALLBACK_LORA }, `${describeMode(FALLBACK_LORA)} instead of ${describeMode(request.mode)}`);
       const b = largestFitting(B - 1, (value) => fits({ ...withLora, batchSize: value }) !== null);
-      return b
-        ? suggestion({ mode: FALLBACK_LORA, batchSize: b }, `${describeMode(FALLBACK_LORA)} with batch size ${b}`)
-        : null;
+      return b ? suggestion({ mode: FALLBACK_LORA, batchSize: b }, `${describeMode(FALLBACK_LORA)} with batch size ${b}`) : null;
     },
   ];
   for (const attempt of tries) {
