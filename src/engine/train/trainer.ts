@@ -10,12 +10,18 @@
 // (seed, position): the data order from (seed, epoch) (DataBatcher), LoRA's initialization from the seed, and each
 // micro-batch's LoRA dropout seed from (seed, micro-batch index). So the position in the data (`microStep`) is the
 // whole random state a checkpoint needs, and a restored run draws exactly what the uninterrupted run would have.
+//
+// Divergence: a non-finite loss or gradient norm stops the run with a DivergedError that says at which step and what
+// to change. Since metrics arrive a step late, a periodic checkpoint is handed out only once the step after it has
+// reported finite numbers (its weights have then produced a finite loss and gradient), and a checkpoint holding a
+// non-finite weight or moment is never handed out at all: the last checkpoint a caller saved is always a good one.
 
 import { TunelabError } from '../errors.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import type { Batch, DataBatcher } from '../data/batches.ts';
 import { Gpt2Run, type Gpt2Mode, type Gpt2Model } from '../model/gpt2.ts';
 import { LoraAdapter, loraConfig, type LoraConfig } from '../model/lora.ts';
+import { planTraining, type PlanMode } from '../model/planner.ts';
 import { lr as scheduledLr, lrScheduleConfig, type LrScheduleConfig, type LrScheduleKind } from './schedule.ts';
 import { AdamWOptimizer, GRAD_NORM_RESULT } from './optimizer.ts';
 import type { TrainingCheckpoint } from './checkpoint.ts';
@@ -181,6 +187,11 @@ export interface TrainerOptions {
   adapter?: LoraAdapter;
   /** Continue from this checkpoint: its config (with `config` on top), weights, optimizer state and position. */
   checkpoint?: TrainingCheckpoint;
+  /**
+   * Refuse a run whose memory plan (weights, adapter, training and validation runs, optimizer state) needs more
+   * bytes than this, as the device limits are always refused: before anything is allocated (no limit by default).
+   */
+  memoryBudgetBytes?: number;
 }
 
 export interface TrainOptions {
@@ -188,8 +199,51 @@ export interface TrainOptions {
   untilStep?: number;
   /** Take a checkpoint every N optimizer steps (not after the last: take that one with checkpoint()). */
   checkpointEvery?: number;
-  /** Receives each periodic checkpoint; training waits for it (e.g. while it is written to disk). */
+  /** Also take one after the step that completes each epoch (except after the last step) (false). */
+  checkpointAtEpochEnd?: boolean;
+  /**
+   * Receives each periodic checkpoint once the following step has reported a finite loss and gradient norm (so a
+   * step or two after it was taken; one still unconfirmed when train() returns is handed over when training goes on,
+   * or dropped if it never does). Training waits for it (e.g. while it is written to disk).
+   */
   onCheckpoint?: (checkpoint: TrainingCheckpoint) => Promise<void> | void;
+}
+
+/**
+ * A run stopped because its loss or gradients stopped being finite numbers. `message` says what happened at which
+ * step and what to change; `lastCheckpointStep` is the step of the last checkpoint this trainer handed out or was
+ * restored from (null if none), which is untouched and can be resumed.
+ */
+export class DivergedError extends TunelabError {
+  constructor(
+    readonly step: number,
+    readonly loss: number,
+    readonly gradNorm: number,
+    readonly lastCheckpointStep: number | null,
+    message: string,
+  ) {
+    super('diverged', message);
+    this.name = 'DivergedError';
+  }
+}
+
+/** What to change after a divergence, for this config: the learning rate, clipping, warmup, the data. */
+export function divergenceAdvice(config: Pick<TrainConfig, 'learningRate' | 'maxGradNorm' | 'warmupSteps' | 'warmupRatio'>): string {
+  const advice = [`lower the learning rate (it is ${config.learningRate}; try ${Number((config.learningRate / 10).toPrecision(3))})`];
+  if (config.maxGradNorm > 0) {
+    advice.push(`keep gradient clipping on, or clip harder (max grad norm ${config.maxGradNorm}; try ${config.maxGradNorm / 2})`);
+  } else {
+    advice.push('turn gradient clipping on (max grad norm 1.0)');
+  }
+  if (config.warmupSteps === 0 && config.warmupRatio === 0) advice.push('add warmup steps');
+  advice.push('check the data for broken or unusual examples');
+  return advice.slice(0, -1).join(', ') + ' and ' + advice[advice.length - 1];
+}
+
+/** A checkpoint taken, waiting for the next step's metrics to confirm its weights give a finite loss. */
+interface PendingCheckpoint {
+  checkpoint: TrainingCheckpoint;
+  deliver: NonNullable<TrainOptions['onCheckpoint']>;
 }
 
 export interface TrainSummary {
@@ -235,6 +289,11 @@ export class Trainer {
   private sessionLosses: number[] = [];
   private lastEval: EvalEvent | undefined;
   private lastEvalStep = -1;
+  /** The last optimizer step whose metrics arrived (all finite, or the run would have stopped). */
+  private lastReportedStep = 0;
+  private pendingCheckpoint: PendingCheckpoint | undefined;
+  private lastCheckpointStep: number | null = null;
+  private divergence: DivergedError | undefined;
 
   private constructor(
     private readonly gpu: GpuContext,
@@ -261,6 +320,24 @@ export class Trainer {
       throw new RangeError(`training config: batchSize ${config.batchSize} differs from the data batcher's ${data.batchSize}`);
     }
     if (data.stepsPerEpoch === 0) throw new TunelabError('bad-data', 'there are no training examples with tokens to learn');
+    // The memory planner refuses a run that breaks a device limit or the budget before anything below allocates
+    // (a MemoryRefusal: the buffer, the limit, and a setting that would fit).
+    const lora = config.mode === 'lora' ? (options.adapter?.config ?? loraConfig(config.lora)) : undefined;
+    const planMode: PlanMode =
+      config.mode === 'lora'
+        ? { kind: 'lora', ...lora! }
+        : config.mode === 'full'
+          ? { kind: 'full' }
+          : { kind: 'selective', lastBlocks: config.lastBlocks };
+    planTraining({
+      config: model.config,
+      batchSize: data.batchSize,
+      sequenceLength: data.sequenceLength,
+      mode: planMode,
+      limits: gpu.device.limits,
+      evaluation: data.validationRows > 0,
+      budgetBytes: options.memoryBudgetBytes,
+    });
     let adapter = options.adapter;
     let ownsAdapter = false;
     let mode: Gpt2Mode;
@@ -317,6 +394,10 @@ export class Trainer {
   get isPaused(): boolean {
     return this.pausedSince !== null || (this.pauseRequested && this.running);
   }
+  /** Set once the run has diverged: train() and checkpoint() then throw it (start again from a checkpoint). */
+  get diverged(): DivergedError | undefined {
+    return this.divergence;
+  }
   get trainableParameters(): number {
     return this.run.plan.trainable.parameterCount;
   }
@@ -364,10 +445,12 @@ export class Trainer {
 
   /**
    * Trains until totalSteps (or `untilStep`, or cancel()), evaluating as configured and emitting events. Resolves with
-   * a summary; rejects on GPU errors and with TunelabError('diverged') when the loss stops being a number.
+   * a summary; rejects on GPU errors, and with a DivergedError (code 'diverged') when the loss or the gradient norm
+   * stops being a finite number.
    */
   async train(options: TrainOptions = {}): Promise<TrainSummary> {
     if (this.running) throw new Error('this trainer is already training');
+    if (this.divergence) throw this.divergence;
     const until = Math.min(this.totalSteps, options.untilStep ?? this.totalSteps);
     this.running = true;
     this.cancelRequested = false;
@@ -397,13 +480,16 @@ export class Trainer {
         this.collectMetrics(this.run.takeMetrics());
         const evalEvery = this.config.evalEvery;
         if ((evalEvery > 0 && this.stepCount % evalEvery === 0) || this.stepCount === this.totalSteps) await this.evaluateNow();
-        const every = options.checkpointEvery ?? 0;
-        if (every > 0 && options.onCheckpoint && this.stepCount % every === 0 && this.stepCount < until) {
+        await this.deliverConfirmedCheckpoint();
+        if (options.onCheckpoint && this.stepCount < until && this.checkpointDue(options)) {
+          // Every step so far must have reported finite numbers before its weights are saved.
           this.collectMetrics(await this.run.flushMetrics());
-          await options.onCheckpoint(await this.snapshot());
+          await this.deliverConfirmedCheckpoint();
+          this.pendingCheckpoint = { checkpoint: await this.snapshot(), deliver: options.onCheckpoint };
         }
       }
       this.collectMetrics(await this.run.flushMetrics());
+      await this.deliverConfirmedCheckpoint();
       if (this.cancelRequested && this.stepCount < until) reason = 'cancelled';
       else if (this.stepCount < this.totalSteps) reason = 'stopped';
     } finally {
@@ -421,6 +507,25 @@ export class Trainer {
       lastEval: this.lastEval,
       elapsedMs: this.elapsedBefore,
     };
+  }
+
+  /** Whether the step just done ends a checkpoint period or (if asked) an epoch. */
+  private checkpointDue(options: TrainOptions): boolean {
+    const every = options.checkpointEvery ?? 0;
+    if (every > 0 && this.stepCount % every === 0) return true;
+    if (!options.checkpointAtEpochEnd) return false;
+    const perEpoch = this.data.stepsPerEpoch;
+    const before = this.microStepCount - this.config.gradientAccumulationSteps;
+    return Math.floor(this.microStepCount / perEpoch) > Math.floor(before / perEpoch);
+  }
+
+  /** Hands the pending checkpoint over once a later step has reported (finite) metrics. */
+  private async deliverConfirmedCheckpoint(): Promise<void> {
+    const pending = this.pendingCheckpoint;
+    if (!pending || this.lastReportedStep <= pending.checkpoint.progress.step) return;
+    this.pendingCheckpoint = undefined;
+    await pending.deliver(pending.checkpoint);
+    this.lastCheckpointStep = pending.checkpoint.progress.step;
   }
 
   private async waitWhilePaused(): Promise<void> {
@@ -505,14 +610,31 @@ export class Trainer {
         elapsedMs,
         etaMs: (sessionMs / stepsThisSession) * (this.totalSteps - this.stepCount),
       });
-      if (!Number.isFinite(loss)) {
-        throw new TunelabError(
-          'diverged',
-          `training diverged: the loss at step ${info.step} is ${loss}; lower the learning rate (now ${this.config.learningRate}) ` +
-            'or keep gradient clipping on',
-        );
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+        const what = Number.isFinite(loss)
+          ? `the gradient norm became ${gradNorm} although the loss was ${loss.toFixed(4)}`
+          : `the loss became ${loss} (gradient norm ${gradNorm})`;
+        throw this.diverge(info.step, loss, gradNorm, `at step ${info.step} ${what}`);
       }
+      this.lastReportedStep = info.step;
     }
+  }
+
+  /** Records the divergence (the trainer is unusable from now on) and returns the error to throw. */
+  private diverge(step: number, loss: number, gradNorm: number, what: string): DivergedError {
+    const kept =
+      this.lastCheckpointStep !== null
+        ? `The run stopped; the last checkpoint (step ${this.lastCheckpointStep}) is unchanged and can be resumed.`
+        : 'The run stopped before any checkpoint was saved.';
+    this.pendingCheckpoint = undefined;
+    this.divergence = new DivergedError(
+      step,
+      loss,
+      gradNorm,
+      this.lastCheckpointStep,
+      `Training diverged: ${what}. ${kept} To fix it, ${divergenceAdvice(this.config)}.`,
+    );
+    return this.divergence;
   }
 
   /** The fixed validation batches an evaluation uses. */
@@ -559,14 +681,23 @@ export class Trainer {
 
   /** A checkpoint of the run as it stands (between train() calls, or paused). */
   async checkpoint(extra: Record<string, unknown> = {}): Promise<TrainingCheckpoint> {
+    if (this.divergence) throw this.divergence;
     if (this.running && this.pausedSince === null) {
       throw new Error('checkpoint() runs between train() calls or while paused, not during a step');
     }
     return this.snapshot(extra);
   }
 
+  /** The checkpoint as it stands; a DivergedError if any weight or moment is not a finite number. */
   private async snapshot(extra: Record<string, unknown> = {}): Promise<TrainingCheckpoint> {
     const weights = await this.readTrainable();
+    const optimizer = await this.optimizer.exportState();
+    const badWeight = [...weights].find(([, data]) => !allFinite(data))?.[0];
+    const badMoments = optimizer.tensors.find((t) => !allFinite(t.m) || !allFinite(t.v))?.name;
+    if (badWeight !== undefined || badMoments !== undefined) {
+      const where = badWeight !== undefined ? `the weight ${badWeight}` : `the AdamW moments of ${badMoments}`;
+      throw this.diverge(this.stepCount, NaN, NaN, `after step ${this.stepCount} ${where} holds values that are not finite numbers`);
+    }
     return {
       config: this.config as unknown as Record<string, unknown>,
       progress: {
@@ -583,7 +714,7 @@ export class Trainer {
         shape: this.run.plan.trainable.byName.get(t.name)!.shape,
         data: weights.get(t.name)!,
       })),
-      optimizer: await this.optimizer.exportState(),
+      optimizer,
       extra: {
         mode: this.config.mode,
         batchSize: this.data.batchSize,
@@ -598,6 +729,7 @@ export class Trainer {
   /** Puts weights, optimizer state and position back as they were when `checkpoint` was taken. */
   restore(checkpoint: TrainingCheckpoint): void {
     if (this.running) throw new Error('restore() cannot run while training');
+    if (this.divergence) throw new Error('this trainer diverged; create a new Trainer from the checkpoint instead');
     const saved = new Map(checkpoint.weights.map((w) => [w.name, w]));
     for (const t of this.run.trainable) {
       const w = saved.get(t.name);
@@ -620,6 +752,9 @@ export class Trainer {
     this.tokenCount = checkpoint.progress.tokens;
     this.elapsedBefore = checkpoint.progress.elapsedMs;
     this.lastEvalStep = -1;
+    this.lastReportedStep = checkpoint.progress.step;
+    this.lastCheckpointStep = checkpoint.progress.step;
+    this.pendingCheckpoint = undefined;
   }
 
   /** Gives the runs, the optimizer state and (if the trainer made it) the adapter back to the pool. */
@@ -629,4 +764,9 @@ export class Trainer {
     this.run.destroy();
     if (this.ownsAdapter) this.adapter?.destroy();
   }
+}
+
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
 }
