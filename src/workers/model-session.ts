@@ -3,7 +3,10 @@
 // ever leaves the worker. Loading a new model replaces the current one only when the new one loaded completely.
 
 import { TunelabError } from '../engine/errors.ts';
+import type { GpuContext } from '../engine/gpu/context.ts';
 import { headSize } from '../engine/model/config.ts';
+import { Gpt2Model } from '../engine/model/gpt2.ts';
+import type { LoraAdapter, LoraConfig } from '../engine/model/lora.ts';
 import { fetchSource, fileListSource, loadModel, type LoadedModel, type ModelSource, type TokenizerJson } from '../engine/model/load.ts';
 import { Tokenizer, byteLevelTokenizer } from '../engine/tokenizer/index.ts';
 import type { ModelRequest, ModelSummary } from './protocol.ts';
@@ -92,6 +95,24 @@ export function tokenizerKind(json: TokenizerJson): string {
   return byteLevel ? `byte-level ${type}` : type;
 }
 
+// ---- the current model's weights on the GPU ----------------------------------------------------------------------
+
+let uploaded: { generation: number; gpu: GpuContext; model: Gpt2Model } | undefined;
+
+/**
+ * The current model's weights on the GPU, uploaded on first use and shared by everything that runs the model (training
+ * binds them, generation binds them), so that a model is on the GPU once. A new model or a new device replaces it;
+ * the replaced weights are freed, so nothing may keep using a Gpt2Model across a model change.
+ */
+export function currentGpuModel(gpu: GpuContext): Gpt2Model {
+  if (!current) throw new TunelabError('bad-model', 'no model is loaded yet');
+  if (uploaded && uploaded.generation === current.summary.generation && uploaded.gpu === gpu) return uploaded.model;
+  if (uploaded && uploaded.gpu === gpu) uploaded.model.destroy();
+  const { config, weights } = current.loaded;
+  uploaded = { generation: current.summary.generation, gpu, model: Gpt2Model.create(gpu, config, weights) };
+  return uploaded.model;
+}
+
 /** Context validation assumes before any model has loaded: GPT-2's. */
 export const FALLBACK_CONTEXT = 1024;
 let fallbackTokenizer: Tokenizer | undefined;
@@ -103,4 +124,34 @@ export function countingTokenizer(): { tokenizer: Tokenizer; context: number; mo
   }
   fallbackTokenizer ??= byteLevelTokenizer();
   return { tokenizer: fallbackTokenizer, context: FALLBACK_CONTEXT, modelGeneration: null };
+}
+
+// ---- the adapter the last training run left --------------------------------------------------------------------
+
+export interface TrainedAdapter {
+  adapter: LoraAdapter;
+  /** The LoRA configuration it was trained with. */
+  spec: LoraConfig;
+  /** The run that trained it (RunRecord.id). */
+  runId: string;
+}
+
+let trained: (TrainedAdapter & { modelGeneration: number }) | undefined;
+
+/**
+ * Makes `adapter` the fine-tuned adapter (the playground generates with it, exportAdapter writes it), or clears it.
+ * The adapter it replaces is destroyed: whoever binds it (a generator) must re-read currentTrainedAdapter() before
+ * each use and rebuild when the adapter changed.
+ */
+export function setTrainedAdapter(adapter: TrainedAdapter | null): void {
+  const previous = trained;
+  trained = adapter ? { ...adapter, modelGeneration: current?.summary.generation ?? -1 } : undefined;
+  if (previous && previous.adapter !== adapter?.adapter) previous.adapter.destroy();
+}
+
+/** The last run's adapter, or null when there is none or another model has loaded since (it belongs to the old one). */
+export function currentTrainedAdapter(): TrainedAdapter | null {
+  if (!trained || trained.modelGeneration !== current?.summary.generation) return null;
+  const { adapter, spec, runId } = trained;
+  return { adapter, spec, runId };
 }

@@ -5,6 +5,8 @@
 import type { TunelabErrorCode } from '../engine/errors.ts';
 import type { DataReport, FormatChoice } from '../engine/data/index.ts';
 import type { BufferPurpose, LayerSelection, LoraTarget } from '../engine/model/planner.ts';
+import type { LrScheduleKind } from '../engine/train/schedule.ts';
+import type { EvalEvent, StepEvent } from '../engine/train/metrics.ts';
 
 /** Codes the engine raises, plus the two failures only the worker boundary can produce. */
 export type FailureCode = TunelabErrorCode | 'worker-failed' | 'internal';
@@ -107,4 +109,214 @@ export interface MemoryEstimate {
   maxStorageBufferBindingSize: number;
   /** Null when the run fits this device; otherwise the planner's explanation, with a setting that would fit. */
   refusal: string | null;
+}
+
+// ---- playground ---------------------------------------------------------------------------------------------------
+
+/**
+ * How a playground prompt reaches the model: 'chat' renders it as one user turn through the chat template, exactly as
+ * training renders an example (so a fine-tuned model is asked the way it was taught); 'text' continues it as it is.
+ */
+export type PromptStyle = 'chat' | 'text';
+
+/** The sampling controls of the playground (the engine's SamplingOptions, less the stop conditions it sets itself). */
+export interface PlaygroundSampling {
+  /** 0 = greedy. */
+  temperature: number;
+  /** 0 = no limit. */
+  topK: number;
+  /** 1 = keep every token. */
+  topP: number;
+  /** 1 = off. */
+  repetitionPenalty: number;
+  seed: number;
+  maxNewTokens: number;
+}
+
+export interface GenerateRequest {
+  /** Chosen by the UI; `stopGeneration(id)` aborts this generation. */
+  id: number;
+  prompt: string;
+  style: PromptStyle;
+  sampling: PlaygroundSampling;
+  /** Generate with the current LoRA adapter (the fine-tuned model) or without it (the base model). */
+  useAdapter: boolean;
+  /**
+   * Which of the playground's two generators runs it ('left' for the base column, 'right' for the fine-tuned one), so
+   * that both columns can stream at once; each keeps its own KV cache.
+   */
+  slot: 'left' | 'right';
+}
+
+/** A streamed piece of progress: the answer so far (throttled, so not every token produces one). */
+export interface GenerationUpdate {
+  id: number;
+  text: string;
+  /** New tokens sampled so far. */
+  tokens: number;
+}
+
+export type GenerationStopReason = 'end-of-text' | 'stop-string' | 'max-new-tokens' | 'context-full' | 'aborted';
+
+export interface GenerationDone {
+  id: number;
+  /** The answer (for a chat prompt without the template's leading space and anything after end-of-text). */
+  text: string;
+  stopReason: GenerationStopReason;
+  /** New tokens, end-of-text included. */
+  tokens: number;
+  promptTokens: number;
+  tokensPerSecond: number;
+  elapsedMs: number;
+  /** The adapter the answer was made with; null for the base model. */
+  adapter: AdapterInfo | null;
+}
+
+/** The LoRA adapter the fine-tuned column uses: the last training run's, or one imported from PEFT files. */
+export interface AdapterInfo {
+  source: 'trained' | 'imported';
+  /** The run it belongs to, when it has one (a trained run's id, or the saved run it was loaded from). */
+  runId: string | null;
+  /** A name to show ("adapter_config.json", a saved run's name); empty when the run names it. */
+  name: string;
+  /** R, alpha, rsLoRA and the adapted modules. */
+  rank: number;
+  alpha: number;
+  rsLora: boolean;
+  targets: string[];
+  /** Adapted blocks, ascending. */
+  layers: number[];
+  parameterCount: number;
+  /** The model it belongs to (ModelSummary.generation). */
+  modelGeneration: number;
+  /** Things the import noticed that did not stop it. */
+  warnings: string[];
+}
+
+export interface AdapterImportRequest {
+  /** adapter_config.json's text. */
+  adapterConfigJson: string;
+  /** adapter_model.safetensors' bytes. */
+  adapterModel: Uint8Array;
+  /** What to call it ("my-adapter", a saved run's name). */
+  name: string;
+  /** The saved run it comes from, if any. */
+  runId: string | null;
+}
+
+// ---- training -----------------------------------------------------------------------------------------------------
+
+/** The hyperparameters of a LoRA run, as the Training settings panel holds them (`TrainSettings.values`). */
+export interface RunSettings {
+  learningRate: number;
+  schedule: LrScheduleKind;
+  warmupSteps: number;
+  /** Passes over the training examples; may be fractional. */
+  epochs: number;
+  /** B: examples per micro-batch. */
+  batchSize: number;
+  gradientAccumulationSteps: number;
+  /** 0 = no clipping. */
+  maxGradNorm: number;
+  weightDecay: number;
+  seed: number;
+  /** Evaluate every N optimizer steps (and before the first and after the last); 0 = only at the ends. */
+  evalEvery: number;
+  lora: { rank: number; alpha: number; dropout: number; rsLora: boolean; targets: LoraTarget[]; layers: 'all' | { last: number } };
+  /** Share held out for validation when there is no separate validation file. */
+  validationFraction: number;
+}
+
+export interface TrainingRequest {
+  /** What the run is called in the Runs list. */
+  name: string;
+  settings: RunSettings;
+  /** The Data panel's text, format and optional validation file: prepared exactly as its report was. */
+  data: { train: string; validation?: string; format: FormatChoice };
+  /** User messages to ask the model during training; empty = the first prompts of the validation examples. */
+  probePrompts: string[];
+  /** Regenerate the probe answers every N optimizer steps (and always before the first and after the last); 0 = only then. */
+  probeEvery: number;
+}
+
+/** One probe prompt and the model's greedy answer to it at some step. */
+export interface ProbeAnswer {
+  prompt: string;
+  answer: string;
+}
+
+/** The answers to every probe prompt after `step` optimizer steps (0 = the base model, before training). */
+export interface ProbeSnapshot {
+  step: number;
+  answers: ProbeAnswer[];
+}
+
+/** What a run measured, in order: training steps and evaluations (the trainer's events, as plain data). */
+export type RunMetric = StepEvent | EvalEvent;
+
+/** Streamed from the worker while a run goes on. Metrics are batched, at most about ten messages a second. */
+export type TrainingUpdate =
+  | {
+      type: 'started';
+      runId: string;
+      name: string;
+      /** Date.now() when the run started. */
+      startedAt: number;
+      totalSteps: number;
+      /** Micro-batches per pass over the training examples, and per optimizer step. */
+      microStepsPerEpoch: number;
+      gradientAccumulationSteps: number;
+      /** B and T of a micro-batch. */
+      batchSize: number;
+      sequenceLength: number;
+      trainableParameters: number;
+      validationExamples: number;
+      probePrompts: string[];
+    }
+  | { type: 'metrics'; events: RunMetric[] }
+  | { type: 'probe'; snapshot: ProbeSnapshot }
+  | { type: 'paused' | 'resumed'; step: number };
+
+export type RunStatus = 'finished' | 'cancelled' | 'failed';
+
+/** Everything worth keeping about a run, as plain data (the Runs panel stores it; the adapter is exported apart). */
+export interface RunRecord {
+  id: string;
+  name: string;
+  /** Date.now() at the start and at the end. */
+  startedAt: number;
+  endedAt: number;
+  /** The settings it trained with. */
+  config: RunSettings;
+  /** SHA-256 (hex) of the UTF-8 text `${format}\n${training text}`: the same data gives the same fingerprint. */
+  datasetFingerprint: string;
+  /** The model it fine-tuned (its name in the Model panel). */
+  modelName: string;
+  metrics: RunMetric[];
+  probes: ProbeSnapshot[];
+  status: RunStatus;
+  /** Why it failed, for status 'failed'. */
+  failure: Failure | null;
+  /** Optimizer steps done, of the total planned. */
+  steps: number;
+  totalSteps: number;
+  /** Training time, pauses excluded. */
+  elapsedMs: number;
+  /** The last step's training loss and the last validation loss; null when there was none. */
+  finalLoss: number | null;
+  finalValLoss: number | null;
+}
+
+/** How startTraining ends when the run did not fail (a failure is the Outcome's). */
+export interface TrainingResult {
+  status: 'finished' | 'cancelled';
+  record: RunRecord;
+  /** Whether the run left an adapter for the playground (a run cancelled before its first step does not). */
+  hasAdapter: boolean;
+}
+
+/** A PEFT adapter directory's two files. */
+export interface AdapterFiles {
+  adapterConfigJson: string;
+  adapterModel: Uint8Array;
 }

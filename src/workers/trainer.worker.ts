@@ -11,6 +11,10 @@ import type { AdapterSummary } from '../engine/gpu/adapter.ts';
 import { prepareDataset } from '../engine/data/index.ts';
 import { checkMemoryPlan, findLimitBreach, planMemory } from '../engine/model/planner.ts';
 import { countingTokenizer, currentModel, openModel } from './model-session.ts';
+import * as playground from './playground-session.ts';
+import * as training from './training-session.ts';
+import type { AdapterFiles, RunRecord, TrainingRequest, TrainingResult, TrainingUpdate } from './protocol.ts';
+import type { AdapterImportRequest, AdapterInfo, GenerateRequest, GenerationDone, GenerationUpdate } from './protocol.ts';
 import type {
   DataValidation,
   DataValidationRequest,
@@ -70,7 +74,11 @@ const api = {
    * the model current. Failures are 'bad-model' with a message that names the file and what is wrong with it.
    */
   loadModel(request: ModelRequest): Promise<Outcome<ModelSummary>> {
-    return settle(() => openModel(request));
+    return settle(() => {
+      // The run binds the current model's weights on the GPU; a new model would free them under it.
+      if (training.isTraining()) throw new TunelabError('bad-model', 'a training run is going; cancel it (or let it finish) before loading another model');
+      return openModel(request);
+    });
   },
 
   /**
@@ -134,6 +142,93 @@ const api = {
         maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
         refusal,
       };
+    });
+  },
+
+  // ---- playground ----------------------------------------------------------------------------------------------
+
+  /**
+   * Answers a prompt with the base model or with the current LoRA adapter (a KV-cache generator per playground
+   * column), streaming the answer so far through `onUpdate` (a Comlink proxy; throttled in the worker).
+   */
+  generate(request: GenerateRequest, onUpdate: (update: GenerationUpdate) => void): Promise<Outcome<GenerationDone>> {
+    const send = (update: GenerationUpdate) => {
+      // A page that went away cannot take the update; that must not become an unhandled rejection here.
+      void Promise.resolve(onUpdate(update)).catch(() => undefined);
+    };
+    return settle(async () => {
+      try {
+        return await playground.generate(await acquireGpu(), request, send);
+      } finally {
+        (onUpdate as Partial<Comlink.Remote<unknown>>)[Comlink.releaseProxy]?.();
+      }
+    });
+  },
+
+  /** Ends the generation `id` after its current token (it then resolves with stop reason 'aborted'). */
+  stopGeneration(id: number): Promise<Outcome<void>> {
+    return settle(() => playground.stopGeneration(id));
+  },
+
+  /** The adapter the playground's fine-tuned column uses (the last run's or an imported one), or null. */
+  adapterStatus(): Promise<Outcome<AdapterInfo | null>> {
+    return settle(() => playground.adapterStatus());
+  },
+
+  /**
+   * Reads a PEFT adapter (adapter_config.json + adapter_model.safetensors), checks that it fits the current model and
+   * makes it the playground's adapter. Failures are 'bad-model' with the reason (wrong model, rank, file).
+   */
+  importAdapter(request: AdapterImportRequest): Promise<Outcome<AdapterInfo>> {
+    return settle(async () => playground.importAdapter(await acquireGpu(), request));
+  },
+
+  // ---- training ------------------------------------------------------------------------------------------------
+
+  /**
+   * Fine-tunes a LoRA adapter on the current model with the Data panel's text and the settings, streaming metrics,
+   * pauses and probe answers through `onUpdate` (a Comlink proxy; batched in the worker). Resolves when the run ends:
+   * finished or cancelled (with its record), or a failure a learner can act on — bad settings or data, a config the
+   * memory planner refuses (before anything is allocated), a diverged loss, a lost GPU.
+   */
+  startTraining(request: TrainingRequest, onUpdate: (update: TrainingUpdate) => void): Promise<Outcome<TrainingResult>> {
+    const send = (update: TrainingUpdate) => {
+      // A page that went away cannot take the update; that must not become an unhandled rejection here.
+      void Promise.resolve(onUpdate(update)).catch(() => undefined);
+    };
+    return settle(async () => {
+      try {
+        return await training.runTraining(await acquireGpu(), request, send);
+      } finally {
+        (onUpdate as Partial<Comlink.Remote<unknown>>)[Comlink.releaseProxy]?.();
+      }
+    });
+  },
+
+  /** Pauses the run after its current step (an update 'paused' follows); false when no run is going. */
+  pauseTraining(): Promise<Outcome<boolean>> {
+    return settle(() => training.pauseTraining());
+  },
+
+  resumeTraining(): Promise<Outcome<boolean>> {
+    return settle(() => training.resumeTraining());
+  },
+
+  /** Ends the run after its current step; startTraining then resolves with status 'cancelled'. */
+  cancelTraining(): Promise<Outcome<boolean>> {
+    return settle(() => training.cancelTraining());
+  },
+
+  /** The record of the last run that ended (config, data fingerprint, metrics, probes, status), or null. */
+  getRunRecord(): Promise<Outcome<RunRecord | null>> {
+    return settle(() => training.lastRunRecord());
+  },
+
+  /** The last run's adapter as PEFT files (adapter_config.json text, adapter_model.safetensors bytes, transferred). */
+  exportAdapter(): Promise<Outcome<AdapterFiles>> {
+    return settle(async () => {
+      const files = await training.exportTrainedAdapter();
+      return Comlink.transfer(files, [files.adapterModel.buffer as ArrayBuffer]);
     });
   },
 };

@@ -178,7 +178,7 @@ describe('data panel', () => {
 
       // Reset brings the defaults back (and they are what the next visit sees).
       await page.getByTestId('reset-settings').click();
-      expect(await page.getByLabel('Learning rate', { exact: true }).inputValue()).toBe('0.001');
+      expect(await page.getByLabel('Learning rate', { exact: true }).inputValue()).toBe('0.01');
       expect(await page.getByTestId('target-c_fc').isChecked()).toBe(true);
     });
   });

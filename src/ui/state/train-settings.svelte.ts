@@ -75,7 +75,9 @@ export const NUMERIC_SETTINGS: Readonly<Record<NumericSettingKey, NumericSetting
   learningRate: {
     key: 'learningRate',
     label: 'Learning rate',
-    explanation: 'How big each update is. Too high and the loss jumps around or explodes; too low and nothing changes.',
+    explanation:
+      'How big each update is. Too high and the loss jumps around or explodes; too low and nothing changes. ' +
+      'The default suits the tiny bundled model; GPT-2 small wants 1e-3 or less.',
     integer: false,
     min: 0,
     minExclusive: true,
@@ -149,7 +151,7 @@ export const NUMERIC_SETTINGS: Readonly<Record<NumericSettingKey, NumericSetting
   evalEvery: {
     key: 'evalEvery',
     label: 'Evaluate every N steps',
-    explanation: 'How often the validation loss is measured (and always at the end); 0 = only at the end.',
+    explanation: 'How often the validation loss is measured and the probe prompts answered (and always at the end); 0 = only at the end.',
     integer: true,
     min: 0,
     max: 1_000_000,
@@ -225,11 +227,13 @@ interface SettingsForm extends Record<NumericSettingKey, number | null> {
 }
 
 /**
- * Defaults for a first run on a small GPT-2: a LoRA rate (1e-3 suits small models; GPT-2 small often wants 2e-4 to
- * 5e-4), every linear module adapted (cheap for small models, and it learns visibly sooner), a short warmup.
+ * Defaults for a first run on the bundled tiny model: every linear module adapted (cheap for small models, and it
+ * learns visibly sooner), a short warmup, and a high LoRA rate. Measured with `tunelab train` on the sentiment
+ * starter (40 steps at batch 8): 1e-3 ends at validation loss 4.87 with answers still blank; 3e-3 at 4.59 ("ive");
+ * 1e-2 at 4.51 with the one-word answers taking shape ("posive"). Larger models want less: GPT-2 small 2e-4 to 1e-3.
  */
 export const DEFAULT_SETTINGS: Readonly<SettingsForm> = Object.freeze({
-  learningRate: 1e-3,
+  learningRate: 1e-2,
   schedule: 'linear',
   warmupSteps: 5,
   epochs: 5,

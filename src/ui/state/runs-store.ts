@@ -1,0 +1,161 @@
+// Finished runs kept in the browser, in IndexedDB (through `idb`, a thin promise wrapper): each run's settings,
+// dataset fingerprint, metric history and final losses in one store, its adapter's PEFT files in another, so that
+// listing runs never reads adapter bytes. A run and its adapter are written in one transaction: a full disk aborts
+// both, and nothing saved before is touched.
+
+import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
+import type { AdapterFiles } from '../../workers/protocol.ts';
+
+/** One adapter summary, as the runs list shows it. */
+export interface SavedAdapterSummary {
+  rank: number;
+  alpha: number;
+  targets: string[];
+  layers: number[];
+  parameterCount: number;
+  /** Bytes of adapter_model.safetensors. */
+  bytes: number;
+}
+
+export interface SavedRun {
+  id: string;
+  name: string;
+  /** Trained in this tab, or imported from PEFT files. */
+  source: 'trained' | 'imported';
+  /** When the run started (or the adapter was imported), ms since the epoch. */
+  createdAt: number;
+  /** How it ended: 'finished', 'cancelled', 'failed' (RunRecord's status), or 'imported'. */
+  status: string;
+  finalLoss: number | null;
+  finalValLoss: number | null;
+  /** The run's training settings as plain JSON; for an import, its adapter_config.json. */
+  config: unknown;
+  /** Identifies the data it was trained on (same data, same fingerprint); null for imports. */
+  datasetFingerprint: string | null;
+  /** The trainer's step and evaluation events, in order. */
+  metrics: unknown[];
+  /** The probe answers over training (ProbeSnapshot[]); empty for imports. */
+  probes?: unknown[];
+  /** The model it belongs to ("tiny", a folder name). */
+  modelName: string;
+  /** Null when the run left no adapter (a failed run). */
+  adapter: SavedAdapterSummary | null;
+}
+
+export type { AdapterFiles };
+
+interface RunsSchema extends DBSchema {
+  runs: { key: string; value: SavedRun };
+  adapters: { key: string; value: AdapterFiles & { runId: string } };
+}
+
+const DB_NAME = 'tunelab-runs';
+const DB_VERSION = 1;
+
+export type RunsStoreProblem = 'quota' | 'unavailable' | 'other';
+
+/** A store operation that failed; `problem` says whether the disk is full, storage is blocked, or something else. */
+export class RunsStoreError extends Error {
+  constructor(
+    readonly problem: RunsStoreProblem,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RunsStoreError';
+  }
+}
+
+function isQuotaError(error: unknown): boolean {
+  const name = (error as { name?: unknown } | null)?.name;
+  return name === 'QuotaExceededError' || (error instanceof DOMException && error.code === 22);
+}
+
+function storeError(error: unknown, doing: string): RunsStoreError {
+  if (error instanceof RunsStoreError) return error;
+  if (isQuotaError(error)) return new RunsStoreError('quota', `the browser's storage for this page is full (${doing})`);
+  const message = error instanceof Error ? error.message : String(error);
+  return new RunsStoreError('other', `${doing} failed: ${message}`);
+}
+
+export class RunsStore {
+  private db: Promise<IDBPDatabase<RunsSchema>> | undefined;
+
+  private open(): Promise<IDBPDatabase<RunsSchema>> {
+    if (!('indexedDB' in globalThis) || !globalThis.indexedDB) {
+      return Promise.reject(new RunsStoreError('unavailable', 'this browser does not let the page store data (no IndexedDB)'));
+    }
+    this.db ??= openDB<RunsSchema>(DB_NAME, DB_VERSION, {
+      upgrade(db) {
+        if (!db.objectStoreNames.contains('runs')) db.createObjectStore('runs', { keyPath: 'id' });
+        if (!db.objectStoreNames.contains('adapters')) db.createObjectStore('adapters', { keyPath: 'runId' });
+      },
+      blocking: () => {
+        // Another tab upgrades the database: let it, and open again on the next call.
+        void this.db?.then((db) => db.close());
+        this.db = undefined;
+      },
+    }).catch((error: unknown) => {
+      this.db = undefined;
+      throw new RunsStoreError('unavailable', `the runs store could not be opened (site data may be blocked): ${String(error)}`);
+    });
+    return this.db;
+  }
+
+  /** Every saved run, newest first. */
+  async list(): Promise<SavedRun[]> {
+    try {
+      const runs = await (await this.open()).getAll('runs');
+      return runs.sort((a, b) => b.createdAt - a.createdAt);
+    } catch (error) {
+      throw storeError(error, 'reading the saved runs');
+    }
+  }
+
+  /** Saves (or replaces) a run and its adapter files together: both are written or neither. */
+  async save(run: SavedRun, files: AdapterFiles | null): Promise<void> {
+    try {
+      const db = await this.open();
+      const tx = db.transaction(['runs', 'adapters'], 'readwrite');
+      const writes: Promise<unknown>[] = [tx.objectStore('runs').put(run)];
+      if (files) writes.push(tx.objectStore('adapters').put({ runId: run.id, ...files }));
+      await Promise.all([...writes, tx.done]);
+    } catch (error) {
+      throw storeError(error, `saving "${run.name}"`);
+    }
+  }
+
+  async rename(id: string, name: string): Promise<SavedRun> {
+    try {
+      const db = await this.open();
+      const tx = db.transaction('runs', 'readwrite');
+      const run = await tx.store.get(id);
+      if (!run) throw new RunsStoreError('other', 'that run is no longer saved (deleted in another tab?)');
+      const renamed = { ...run, name };
+      await Promise.all([tx.store.put(renamed), tx.done]);
+      return renamed;
+    } catch (error) {
+      throw storeError(error, 'renaming the run');
+    }
+  }
+
+  /** Deletes a run and its adapter files. */
+  async delete(id: string): Promise<void> {
+    try {
+      const db = await this.open();
+      const tx = db.transaction(['runs', 'adapters'], 'readwrite');
+      await Promise.all([tx.objectStore('runs').delete(id), tx.objectStore('adapters').delete(id), tx.done]);
+    } catch (error) {
+      throw storeError(error, 'deleting the run');
+    }
+  }
+
+  /** A run's adapter files, or null when it has none. */
+  async adapterFiles(id: string): Promise<AdapterFiles | null> {
+    try {
+      const stored = await (await this.open()).get('adapters', id);
+      return stored ? { adapterConfigJson: stored.adapterConfigJson, adapterModel: stored.adapterModel } : null;
+    } catch (error) {
+      throw storeError(error, "reading the run's adapter");
+    }
+  }
+}
