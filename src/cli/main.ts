@@ -14,6 +14,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   generate: { summary: 'generate text from a model, optionally with a LoRA adapter', load: async () => (await import('./generate.ts')).generate },
   eval: { summary: 'loss, perplexity and token accuracy on a data file', load: async () => (await import('./eval.ts')).evaluate },
   tokenizer: { summary: 'tokenizer train: learn a byte-level BPE tokenizer.json from text', load: async () => (await import('./tokenizer.ts')).tokenizer },
+  pretrain: { summary: 'train a fresh model on a text corpus, in chunks that resume exactly', load: async () => (await import('./pretrain.ts')).pretrain },
 };
 
 function usage(): string {
