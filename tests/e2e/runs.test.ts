@@ -115,7 +115,8 @@ describe('runs panel', () => {
       await page.getByTestId('rename-run').click();
       await page.getByTestId('rename-input').fill('Random LoRA for tests');
       await page.getByTestId('rename-input').press('Enter');
-      expect(await runNames(page)).toEqual(['Random LoRA for tests']);
+      // The row shows its name again once the rename is stored (an IndexedDB write), so wait for it.
+      await expect.poll(() => runNames(page), { timeout: 10_000 }).toEqual(['Random LoRA for tests']);
       await reloadWorkspace(page);
       expect(await runNames(page)).toEqual(['Random LoRA for tests']);
 
