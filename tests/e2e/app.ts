@@ -1,12 +1,21 @@
 // Helpers shared by the workspace e2e tests (model, data, settings): open the built app in a fresh browser, wait until
 // the built-in model has loaded and the data report has settled, and read what the page shows.
 
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, inject } from 'vitest';
 import type { Page } from 'playwright-core';
 import { openBrowser, type BrowserSession } from './browser.ts';
 
-export const screenshotDir = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
+/**
+ * Where the tests save their screenshots: the README's docs/screenshots/ only when TUNELAB_SCREENSHOTS=1 (so a plain
+ * `npm test` leaves the working tree clean), otherwise a temporary folder; the pages are rendered either way.
+ */
+export const screenshotDir =
+  process.env.TUNELAB_SCREENSHOTS === '1'
+    ? fileURLToPath(new URL('../../docs/screenshots/', import.meta.url))
+    : join(tmpdir(), 'tunelab-screenshots') + '/';
 export const tinyModelDir = fileURLToPath(new URL('../../public/models/tiny/', import.meta.url));
 
 export interface WorkspaceOptions {

@@ -3,14 +3,12 @@
 
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, inject, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { openBrowser, type BrowserSession, type WebGpuMode } from './browser.ts';
-import { workspaceReady } from './app.ts';
+import { screenshotDir, workspaceReady } from './app.ts';
 
 const appUrl = inject('appUrl');
-const screenshotDir = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
 
 interface AppOptions {
   /** Runs before the page loads (to set up request routes). */
