@@ -256,9 +256,13 @@ export async function loadCliAdapter(gpu: GpuContext, config: ModelConfig, dir: 
 
 /**
  * A training run's events: JSON lines on stdout with --json; else live progress on stderr, a bar redrawn in place on
- * a terminal, or a line per evaluation and every ~10% of the steps otherwise.
+ * a terminal, or a line per evaluation and every `stepLines`-th share of the steps otherwise (10 → every ~10%).
  */
-export function progressReporter(command: string, json: boolean): { onEvent: (e: TrainEvent) => void; finish: () => void } {
+export function progressReporter(
+  command: string,
+  json: boolean,
+  stepLines = 10,
+): { onEvent: (e: TrainEvent) => void; finish: () => void } {
   const tty = process.stderr.isTTY === true;
   let lastVal = '';
   let barShown = false;
@@ -286,7 +290,7 @@ export function progressReporter(command: string, json: boolean): { onEvent: (e:
             `${Math.round(e.tokensPerSecond)} tok/s · ETA ${formatDuration(e.etaMs)}`;
           process.stderr.write(`\r\x1b[2K${line.slice(0, (process.stderr.columns ?? 120) - 1)}`);
           barShown = true;
-        } else if (e.step === 1 || e.step === e.totalSteps || e.step % Math.max(1, Math.round(e.totalSteps / 10)) === 0) {
+        } else if (e.step === 1 || e.step === e.totalSteps || e.step % Math.max(1, Math.round(e.totalSteps / stepLines)) === 0) {
           process.stderr.write(`tunelab ${command}: ${describeEvent(e)}\n`);
         }
       } else {

@@ -23,7 +23,7 @@ import { modelConfigToJson, type ModelConfig } from '../engine/model/config.ts';
 import { gpt2ParameterLayout, parameterCount, parameterTensors } from '../engine/model/weights.ts';
 import type { Tokenizer } from '../engine/tokenizer/tokenizer.ts';
 import { CHECKPOINT_FILES, decodeCheckpoint, encodeCheckpoint, type TrainingCheckpoint } from '../engine/train/checkpoint.ts';
-import { describeEvent, formatDuration, perplexity, type EvalEvent, type TrainEvent } from '../engine/train/metrics.ts';
+import { formatDuration, perplexity, type EvalEvent, type TrainEvent } from '../engine/train/metrics.ts';
 import {
   BLOCK_SAMPLINGS,
   concatTokens,
@@ -43,6 +43,7 @@ import { DEFAULT_TRAIN_CONFIG, Trainer, type TrainConfig } from '../engine/train
 import {
   exists,
   loadCliModel,
+  progressReporter,
   parseNumber,
   readInput,
   readOptional,
@@ -389,43 +390,6 @@ function list(values: Values, name: string): string[] | undefined {
   return v && v.length ? v.map((f) => resolve(f)) : undefined;
 }
 
-// ---- progress ------------------------------------------------------------------------------------------------------
-
-/** Live progress on stderr: a bar redrawn in place on a terminal, else a line per evaluation and every ~5%. */
-function progressReporter(json: boolean): { onEvent: (e: TrainEvent) => void; finish: () => void } {
-  const tty = process.stderr.isTTY === true;
-  let lastVal = '';
-  let barShown = false;
-  const clearBar = () => {
-    if (barShown) process.stderr.write('\r\x1b[2K');
-    barShown = false;
-  };
-  return {
-    onEvent(e) {
-      if (json) {
-        process.stdout.write(JSON.stringify(e) + '\n');
-        return;
-      }
-      if (e.type === 'step') {
-        if (tty) {
-          const line =
-            `step ${e.step}/${e.totalSteps} · epoch ${e.epoch.toFixed(2)} · loss ${e.loss.toFixed(3)}${lastVal} · ` +
-            `${Math.round(e.tokensPerSecond)} tok/s · ETA ${formatDuration(e.etaMs)}`;
-          process.stderr.write(`\r\x1b[2K${line.slice(0, (process.stderr.columns ?? 120) - 1)}`);
-          barShown = true;
-        } else if (e.step === 1 || e.step === e.totalSteps || e.step % Math.max(1, Math.round(e.totalSteps / 20)) === 0) {
-          process.stderr.write(`tunelab pretrain: ${describeEvent(e)}\n`);
-        }
-        return;
-      }
-      if (e.type === 'eval') lastVal = ` · val ${e.loss.toFixed(3)}`;
-      clearBar();
-      process.stderr.write(`tunelab pretrain: ${describeEvent(e)}\n`);
-    },
-    finish: clearBar,
-  };
-}
-
 // ---- the run -------------------------------------------------------------------------------------------------------
 
 async function runPretrain(values: Values, args: string[]): Promise<number> {
@@ -617,7 +581,8 @@ async function runPretrain(values: Values, args: string[]): Promise<number> {
     const budget = new TimeBudget(deadline, 3000 + (parameterCount(config) * 16) / 50_000, performance.now());
     let stopReason = null as 'time-limit' | 'interrupted' | null; // set by the timer or Ctrl-C
     const recentLosses: number[] = [];
-    const progress = progressReporter(values.json === true);
+    // Pretraining runs are long: a line every ~5% of the steps off a terminal.
+    const progress = progressReporter('pretrain', values.json === true, 20);
     trainer.subscribe((event) => {
       metricsLines.push(JSON.stringify(event));
       progress.onEvent(event);
