@@ -320,3 +320,9 @@ export interface AdapterFiles {
   adapterConfigJson: string;
   adapterModel: Uint8Array;
 }
+
+// ---- hub models ---------------------------------------------------------------------------------------------------
+// (end of hub models)
+
+// ---- exports --------------------------------------------------------------------------------------------------------
+// (end of exports)

@@ -231,6 +231,12 @@ const api = {
       return Comlink.transfer(files, [files.adapterModel.buffer as ArrayBuffer]);
     });
   },
+
+  // ---- hub models --------------------------------------------------------------------------------------------------
+  // (end of hub models)
+
+  // ---- exports -----------------------------------------------------------------------------------------------------
+  // (end of exports)
 };
 
 export type TrainerApi = typeof api;

@@ -15,13 +15,20 @@ declare module 'vitest' {
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const configFile = fileURLToPath(new URL('../../vite.config.ts', import.meta.url));
 
+/**
+ * Where the app is built: dist/ (what `npm run build` makes), or TUNELAB_E2E_OUT_DIR so that two e2e runs on one
+ * machine (a developer's and an editor's, say) do not overwrite each other's build.
+ */
+const outDir = process.env.TUNELAB_E2E_OUT_DIR || 'dist';
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  await build({ root, configFile, logLevel: 'warn', mode: 'production' });
+  await build({ root, configFile, logLevel: 'warn', mode: 'production', build: { outDir, emptyOutDir: true } });
   // Port 0: the OS picks a free port, so parallel runs on one machine never collide.
   const server = await preview({
     root,
     configFile,
     logLevel: 'warn',
+    build: { outDir },
     preview: { host: '127.0.0.1', port: 0, strictPort: true, open: false },
   });
   const address = server.httpServer.address();
