@@ -1,10 +1,13 @@
-// Finished runs kept in the browser, in IndexedDB (through `idb`, a thin promise wrapper): each run's settings,
-// dataset fingerprint, metric history and final losses in one store, its adapter's PEFT files in another, so that
-// listing runs never reads adapter bytes. A run and its adapter are written in one transaction: a full disk aborts
-// both, and nothing saved before is touched.
+// Runs kept in the browser, in IndexedDB (through `idb`, a thin promise wrapper): each run's settings, dataset
+// fingerprint, metric history and final losses in one store, its adapter's PEFT files in another, so that listing runs
+// never reads adapter bytes. Two more stores serve runs in progress: the request a run was started with (its data text
+// and settings, for resuming it and for the scale-out recipe), and the run's latest training checkpoint (LoRA weights,
+// AdamW moments, position), rewritten every few steps so that a reload, a crash or a closed tab loses at most those
+// steps. A run and what belongs to it are written in one transaction: a full disk aborts all of it, and nothing saved
+// before is touched.
 
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
-import type { AdapterFiles } from '../../workers/protocol.ts';
+import type { AdapterFiles, TrainingRequest } from '../../workers/protocol.ts';
 
 /** One adapter summary, as the runs list shows it. */
 export interface SavedAdapterSummary {
@@ -24,7 +27,10 @@ export interface SavedRun {
   source: 'trained' | 'imported';
   /** When the run started (or the adapter was imported), ms since the epoch. */
   createdAt: number;
-  /** How it ended: 'finished', 'cancelled', 'failed' (RunRecord's status), or 'imported'. */
+  /**
+   * How it ended: 'finished', 'cancelled', 'failed' (RunRecord's status), or 'imported'; 'interrupted' while a run
+   * is going (or after the tab that ran it went away): it has a checkpoint to resume from.
+   */
   status: string;
   finalLoss: number | null;
   finalValLoss: number | null;
@@ -40,6 +46,19 @@ export interface SavedRun {
   modelName: string;
   /** Null when the run left no adapter (a failed run). */
   adapter: SavedAdapterSummary | null;
+  /** Optimizer steps done and planned (trained runs). */
+  steps?: number;
+  totalSteps?: number;
+}
+
+/** The latest checkpoint of a run (engine/train/checkpoint.ts's two files) and the step it was taken at. */
+export interface StoredCheckpoint {
+  runId: string;
+  step: number;
+  /** Date.now() when it was written. */
+  savedAt: number;
+  /** checkpoint.safetensors and trainer_state.json, by file name. */
+  files: Record<string, Uint8Array>;
 }
 
 export type { AdapterFiles };
@@ -47,10 +66,13 @@ export type { AdapterFiles };
 interface RunsSchema extends DBSchema {
   runs: { key: string; value: SavedRun };
   adapters: { key: string; value: AdapterFiles & { runId: string } };
+  requests: { key: string; value: { runId: string; request: TrainingRequest } };
+  checkpoints: { key: string; value: StoredCheckpoint };
 }
 
 const DB_NAME = 'tunelab-runs';
-const DB_VERSION = 1;
+/** 1: runs, adapters. 2: + requests, checkpoints. */
+const DB_VERSION = 2;
 
 export type RunsStoreProblem = 'quota' | 'unavailable' | 'other';
 
@@ -88,6 +110,8 @@ export class RunsStore {
       upgrade(db) {
         if (!db.objectStoreNames.contains('runs')) db.createObjectStore('runs', { keyPath: 'id' });
         if (!db.objectStoreNames.contains('adapters')) db.createObjectStore('adapters', { keyPath: 'runId' });
+        if (!db.objectStoreNames.contains('requests')) db.createObjectStore('requests', { keyPath: 'runId' });
+        if (!db.objectStoreNames.contains('checkpoints')) db.createObjectStore('checkpoints', { keyPath: 'runId' });
       },
       blocking: () => {
         // Another tab upgrades the database: let it, and open again on the next call.
@@ -138,12 +162,18 @@ export class RunsStore {
     }
   }
 
-  /** Deletes a run and its adapter files. */
+  /** Deletes a run and everything kept with it (adapter files, request, checkpoint). */
   async delete(id: string): Promise<void> {
     try {
       const db = await this.open();
-      const tx = db.transaction(['runs', 'adapters'], 'readwrite');
-      await Promise.all([tx.objectStore('runs').delete(id), tx.objectStore('adapters').delete(id), tx.done]);
+      const tx = db.transaction(['runs', 'adapters', 'requests', 'checkpoints'], 'readwrite');
+      await Promise.all([
+        tx.objectStore('runs').delete(id),
+        tx.objectStore('adapters').delete(id),
+        tx.objectStore('requests').delete(id),
+        tx.objectStore('checkpoints').delete(id),
+        tx.done,
+      ]);
     } catch (error) {
       throw storeError(error, 'deleting the run');
     }
@@ -156,6 +186,72 @@ export class RunsStore {
       return stored ? { adapterConfigJson: stored.adapterConfigJson, adapterModel: stored.adapterModel } : null;
     } catch (error) {
       throw storeError(error, "reading the run's adapter");
+    }
+  }
+
+  /** Keeps what a run was started with (its data and settings), before its first checkpoint. */
+  async saveRequest(runId: string, request: TrainingRequest): Promise<void> {
+    try {
+      await (await this.open()).put('requests', { runId, request });
+    } catch (error) {
+      throw storeError(error, `keeping the data of "${request.name}"`);
+    }
+  }
+
+  /** The request a trained run was started with, or null (imported runs, runs saved before version 2). */
+  async request(runId: string): Promise<TrainingRequest | null> {
+    try {
+      return (await (await this.open()).get('requests', runId))?.request ?? null;
+    } catch (error) {
+      throw storeError(error, "reading the run's data");
+    }
+  }
+
+  /**
+   * Replaces a run's checkpoint and its record (status 'interrupted', metrics so far) together: after a full disk
+   * the previous checkpoint and record are still there, whole.
+   */
+  async saveCheckpoint(run: SavedRun, checkpoint: StoredCheckpoint): Promise<void> {
+    try {
+      const db = await this.open();
+      const tx = db.transaction(['runs', 'checkpoints'], 'readwrite');
+      await Promise.all([tx.objectStore('runs').put(run), tx.objectStore('checkpoints').put(checkpoint), tx.done]);
+    } catch (error) {
+      throw storeError(error, `saving a checkpoint of "${run.name}" (step ${checkpoint.step})`);
+    }
+  }
+
+  /** A run's latest checkpoint, or null. */
+  async checkpoint(runId: string): Promise<StoredCheckpoint | null> {
+    try {
+      return (await (await this.open()).get('checkpoints', runId)) ?? null;
+    } catch (error) {
+      throw storeError(error, "reading the run's checkpoint");
+    }
+  }
+
+  /** Drops a run's checkpoint (the run ended; its adapter is what is kept). */
+  async deleteCheckpoint(runId: string): Promise<void> {
+    try {
+      await (await this.open()).delete('checkpoints', runId);
+    } catch (error) {
+      throw storeError(error, "deleting the run's checkpoint");
+    }
+  }
+
+  /** Bytes each run's checkpoint takes, by run id (for "what to delete" when storage is full). */
+  async checkpointBytes(): Promise<Map<string, number>> {
+    try {
+      const sizes = new Map<string, number>();
+      let cursor = await (await this.open()).transaction('checkpoints').store.openCursor();
+      while (cursor) {
+        const bytes = Object.values(cursor.value.files).reduce((sum, file) => sum + file.byteLength, 0);
+        sizes.set(cursor.value.runId, bytes);
+        cursor = await cursor.continue();
+      }
+      return sizes;
+    } catch (error) {
+      throw storeError(error, 'measuring the saved checkpoints');
     }
   }
 }
