@@ -11,6 +11,7 @@
 import { describe, expect, it } from 'vitest';
 import { TunelabError } from '../../src/engine/errors.ts';
 import { GpuContext } from '../../src/engine/gpu/context.ts';
+import { Gpt2Model } from '../../src/engine/model/gpt2.ts';
 import { nodeGpu } from '../../src/engine/gpu/node.ts';
 import { ResilientTrainer, type ResilientEvent, type ResilientTrainingOptions } from '../../src/engine/train/resilient.ts';
 import type { TrainingCheckpoint } from '../../src/engine/train/checkpoint.ts';
@@ -61,6 +62,8 @@ const freshDevice = async () => GpuContext.acquire(await nodeGpu());
 
 describe('a run whose GPU device is lost', () => {
   let spare: GpuContext | undefined;
+  /** The uninterrupted run's losses, for the chunked run below. */
+  let referenceLosses: number[] = [];
 
   it('gets a new device, continues from its checkpoint and finishes exactly as an uninterrupted run', async () => {
     const shared = await testGpu();
@@ -74,6 +77,7 @@ describe('a run whose GPU device is lost', () => {
     expect(uninterrupted.ofType('checkpoint').map((e) => e.step)).toEqual([3, 4, 6, 8, 9]);
     expect(uninterrupted.saved.map((c) => c.progress.step)).toEqual([3, 4, 6, 8, 9]);
     const referenceSteps = uninterrupted.ofType('step');
+    referenceLosses = referenceSteps.map((s) => s.loss);
     const referenceEvals = uninterrupted.ofType('eval');
     const referenceWeights = await uninterrupted.trainer.trainer!.readTrainable();
     uninterrupted.trainer.destroy();
@@ -128,6 +132,46 @@ describe('a run whose GPU device is lost', () => {
     interrupted.trainer.trainer!.destroy();
     interrupted.trainer.model!.destroy();
   }, 400_000); // two devices compile every pipeline: minutes on a busy SwiftShader machine
+
+  it('trains in chunks on the caller\'s device and model, checkpoints at chunk ends, and hands the adapter over', async () => {
+    // How the browser worker drives it: train({ untilStep }) in chunks of 4 (probes between them), the worker's
+    // shared device and model upload (never the supervisor's to destroy), and the adapter kept after the run.
+    const gpu = spare ?? (await freshDevice());
+    const config = microConfig();
+    const model = Gpt2Model.create(gpu, config, microWeights(config));
+    const devicesAsked: GpuContext[] = [];
+    const run = supervised(gpu, freshDevice, {
+      modelOn: (device) => {
+        devicesAsked.push(device);
+        return model;
+      },
+      ownsAcquiredGpus: false,
+    });
+    const stops: number[] = [];
+    for (let until = 4; ; until += 4) {
+      const summary = await run.trainer.train({ untilStep: Math.min(until, 12) });
+      stops.push(summary.step);
+      if (summary.reason !== 'stopped') {
+        expect(summary.reason).toBe('completed');
+        break;
+      }
+    }
+    expect(stops).toEqual([4, 8, 12]);
+    expect(devicesAsked).toEqual([gpu]); // built once, kept across chunks
+    // Checkpoints at the chunk ends (4, 8) as well as inside them, exactly as one train() call takes them.
+    expect(run.saved.map((c) => c.progress.step)).toEqual([3, 4, 6, 8, 9]);
+    expect(run.ofType('step').map((s) => s.loss)).toEqual(referenceLosses);
+
+    const adapter = run.trainer.releaseAdapter()!;
+    const trained = await adapter.read('tunelab');
+    run.trainer.destroy();
+    // The adapter, the model and the device outlive the supervisor.
+    expect(gpu.lost).toBe(false);
+    const again = await adapter.read('tunelab');
+    for (const [name, values] of trained) expect(Array.from(again.get(name)!), name).toEqual(Array.from(values));
+    adapter.destroy();
+    model.destroy();
+  }, 400_000);
 
   it('gives up after maxRecoveries failed recoveries, saying what was kept and what to do', async () => {
     const gpu = spare ?? (await freshDevice());

@@ -16,6 +16,7 @@ import type { GpuContext } from '../gpu/context.ts';
 import type { DataBatcher } from '../data/batches.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { Gpt2Model } from '../model/gpt2.ts';
+import type { LoraAdapter } from '../model/lora.ts';
 import type { ParameterSet } from '../model/weights.ts';
 import type { TrainingCheckpoint } from './checkpoint.ts';
 import type { EvalEvent, TrainEvent } from './metrics.ts';
@@ -28,6 +29,13 @@ export interface ResilientTrainingOptions {
   acquireGpu: () => Promise<GpuContext>;
   /** The base model on the CPU, what the model is rebuilt from on a new device (loadModel / initGpt2Parameters). */
   model: { config: ModelConfig; weights: ParameterSet };
+  /**
+   * The model on a device, when the caller keeps it there (shared with other users of that device, like a
+   * playground); the supervisor then never destroys it. Default: one uploaded from `model` per device, its own.
+   */
+  modelOn?: (gpu: GpuContext) => Gpt2Model;
+  /** Whether devices from acquireGpu are the supervisor's to destroy when lost or done (true). */
+  ownsAcquiredGpus?: boolean;
   data: DataBatcher;
   /** Training settings (trainer.ts TrainConfig over its defaults). */
   config?: Partial<TrainConfig>;
@@ -108,6 +116,7 @@ interface Session {
   gpu: GpuContext;
   ownsGpu: boolean;
   model: Gpt2Model;
+  ownsModel: boolean;
   trainer: Trainer;
   /** Set once the device reported its loss (the reason). */
   lost?: string;
@@ -188,10 +197,11 @@ export class ResilientTrainer {
   }
 
   /**
-   * Trains to the end, recovering from lost devices. Resolves with the summary; rejects with the trainer's errors
-   * (a DivergedError, bad data …) and with TunelabError('device-lost') once recoveries keep failing.
+   * Trains to the end (or until `untilStep` optimizer steps are done: reason 'stopped'; call again to go on),
+   * recovering from lost devices. Resolves with the summary; rejects with the trainer's errors (a DivergedError, bad
+   * data …) and with TunelabError('device-lost') once recoveries keep failing.
    */
-  async train(): Promise<ResilientSummary> {
+  async train(options: { untilStep?: number } = {}): Promise<ResilientSummary> {
     if (this.running) throw new Error('this run is already training');
     this.running = true;
     this.cancelRequested = false;
@@ -223,7 +233,7 @@ export class ResilientTrainer {
             });
           }
         }
-        const outcome = await this.runSession(this.session, () => {
+        const outcome = await this.runSession(this.session, options.untilStep, () => {
           if (recovering) {
             // A checkpoint after a recovery means it held: the run makes progress again.
             recovering = false;
@@ -265,10 +275,11 @@ export class ResilientTrainer {
   private async build(recovering: boolean): Promise<Session> {
     const given = !recovering && this.options.gpu && !this.options.gpu.lost ? this.options.gpu : undefined;
     const gpu = given ?? (await this.options.acquireGpu());
-    const ownsGpu = gpu !== this.options.gpu;
+    const ownsGpu = gpu !== this.options.gpu && (this.options.ownsAcquiredGpus ?? true);
+    const ownsModel = !this.options.modelOn;
     let model: Gpt2Model | undefined;
     try {
-      model = Gpt2Model.create(gpu, this.options.model.config, this.options.model.weights);
+      model = this.options.modelOn?.(gpu) ?? Gpt2Model.create(gpu, this.options.model.config, this.options.model.weights);
       const trainer = await Trainer.create(gpu, {
         model,
         data: this.options.data,
@@ -278,9 +289,9 @@ export class ResilientTrainer {
         memoryBudgetBytes: this.options.memoryBudgetBytes,
       });
       trainer.checkpointExtra = { ...(this.options.checkpointExtra ?? {}) };
-      return { gpu, ownsGpu, model, trainer };
+      return { gpu, ownsGpu, model, ownsModel, trainer };
     } catch (error) {
-      model?.destroy();
+      if (ownsModel) model?.destroy();
       if (ownsGpu) gpu.destroy();
       throw error;
     }
@@ -290,7 +301,7 @@ export class ResilientTrainer {
    * Trains on one device until the run ends or the device is lost. A loss is noticed through onLost (the trainer is
    * then cancelled, and abandoned if it does not stop within settleMs) or from a device-lost error.
    */
-  private async runSession(session: Session, onConfirmedCheckpoint: () => void): Promise<SessionOutcome> {
+  private async runSession(session: Session, untilStep: number | undefined, onConfirmedCheckpoint: () => void): Promise<SessionOutcome> {
     const { gpu, trainer } = session;
     let noticeLoss!: () => void;
     const lossNoticed = new Promise<void>((resolve) => (noticeLoss = resolve));
@@ -308,6 +319,7 @@ export class ResilientTrainer {
     try {
       if (gpu.lost) return { lost: 'the device was already lost' };
       const training = trainer.train({
+        untilStep,
         checkpointEvery: this.settings.checkpointEvery,
         checkpointAtEpochEnd: this.settings.checkpointAtEpochEnd,
         onCheckpoint: async (checkpoint) => {
@@ -346,8 +358,13 @@ export class ResilientTrainer {
   /** Frees what a lost session held; nothing here touches the (dead) device's queue. */
   private teardown(session: Session): void {
     session.trainer.destroy();
-    session.model.destroy();
+    if (session.ownsModel) session.model.destroy();
     if (session.ownsGpu) session.gpu.destroy();
+  }
+
+  /** The adapter trained so far (mode lora), now the caller's: destroy() leaves it. Undefined before train(). */
+  releaseAdapter(): LoraAdapter | undefined {
+    return this.session?.trainer.releaseAdapter();
   }
 
   /** Cancelled while recovering: the summary at the last checkpoint. Otherwise the error that ends the run. */
@@ -383,7 +400,7 @@ export class ResilientTrainer {
     };
   }
 
-  /** Frees the trainer and the model, and the device if this supervisor acquired it. */
+  /** Frees the trainer, and the model and the device if they are this supervisor's. */
   destroy(): void {
     if (this.session) this.teardown(this.session);
     this.session = undefined;

@@ -197,7 +197,7 @@ export interface TrainerOptions {
 export interface TrainOptions {
   /** Stop (reason 'stopped') once this many optimizer steps are done; train() can be called again to continue. */
   untilStep?: number;
-  /** Take a checkpoint every N optimizer steps (not after the last: take that one with checkpoint()). */
+  /** Take a checkpoint every N optimizer steps (not after the run's last: take that one with checkpoint()). */
   checkpointEvery?: number;
   /** Also take one after the step that completes each epoch (except after the last step) (false). */
   checkpointAtEpochEnd?: boolean;
@@ -301,7 +301,7 @@ export class Trainer {
     readonly data: DataBatcher,
     config: TrainConfig,
     adapter: LoraAdapter | undefined,
-    private readonly ownsAdapter: boolean,
+    private ownsAdapter: boolean,
     private readonly run: Gpt2Run,
     private readonly evalRun: Gpt2Run | undefined,
     private readonly optimizer: AdamWOptimizer,
@@ -481,7 +481,9 @@ export class Trainer {
         const evalEvery = this.config.evalEvery;
         if ((evalEvery > 0 && this.stepCount % evalEvery === 0) || this.stepCount === this.totalSteps) await this.evaluateNow();
         await this.deliverConfirmedCheckpoint();
-        if (options.onCheckpoint && this.stepCount < until && this.checkpointDue(options)) {
+        // Not after the run's last step (the caller keeps the finished weights), but also at the `untilStep` boundary:
+        // a run trained in chunks takes the checkpoint there and hands it over in the next chunk once confirmed.
+        if (options.onCheckpoint && this.stepCount < this.totalSteps && this.checkpointDue(options)) {
           // Every step so far must have reported finite numbers before its weights are saved.
           this.collectMetrics(await this.run.flushMetrics());
           await this.deliverConfirmedCheckpoint();
@@ -757,7 +759,13 @@ export class Trainer {
     this.pendingCheckpoint = undefined;
   }
 
-  /** Gives the runs, the optimizer state and (if the trainer made it) the adapter back to the pool. */
+  /** The trained adapter, now the caller's: destroy() leaves it (mode lora; undefined otherwise). */
+  releaseAdapter(): LoraAdapter | undefined {
+    this.ownsAdapter = false;
+    return this.adapter;
+  }
+
+  /** Gives the runs, the optimizer state and (if the trainer made it and kept it) the adapter back to the pool. */
   destroy(): void {
     this.optimizer.release();
     this.evalRun?.destroy();
