@@ -9,7 +9,18 @@ import { Gpt2Model } from '../engine/model/gpt2.ts';
 import type { LoraAdapter, LoraConfig } from '../engine/model/lora.ts';
 import { fetchSource, fileListSource, loadModel, type LoadedModel, type ModelSource, type TokenizerJson } from '../engine/model/load.ts';
 import { Tokenizer, byteLevelTokenizer } from '../engine/tokenizer/index.ts';
-import type { ModelRequest, ModelSummary } from './protocol.ts';
+import {
+  CacheApiModelCache,
+  DEFAULT_HUB_ENDPOINT,
+  fetchHubModel,
+  HubError,
+  resolveModelRef,
+  type HubModelFiles,
+  type HubProgress,
+  type ModelCache,
+  type ModelLocation,
+} from '../engine/hub/index.ts';
+import type { CachedHubModel, CachedHubModels, HubLoadProgress, HubModelLoaded, HubModelRequest, ModelRequest, ModelSummary } from './protocol.ts';
 
 export interface ModelSession {
   readonly loaded: LoadedModel;
@@ -38,14 +49,18 @@ function sourceOf(request: ModelRequest): ModelSource {
 export async function openModel(request: ModelRequest): Promise<ModelSummary> {
   const source = sourceOf(request);
   const loaded = await loadModel(source);
-  const tokenizer = Tokenizer.fromJson(loaded.tokenizerJson, { name: `tokenizer.json of ${request.name || 'the model'}` });
-  generation++;
-  const summary = describeModel(loaded, tokenizer, {
-    generation,
+  return makeCurrent(loaded, {
     name: request.name || (request.kind === 'files' ? 'model from files' : 'model'),
     origin: request.kind === 'url' ? 'bundled' : 'files',
     source: source.description,
   });
+}
+
+/** Builds the tokenizer of a model that loaded completely and makes the model the current one. */
+function makeCurrent(loaded: LoadedModel, identity: Pick<ModelSummary, 'name' | 'origin' | 'source'>): ModelSummary {
+  const tokenizer = Tokenizer.fromJson(loaded.tokenizerJson, { name: `tokenizer.json of ${identity.name}` });
+  generation++;
+  const summary = describeModel(loaded, tokenizer, { generation, ...identity });
   current = { loaded, tokenizer, summary };
   return summary;
 }
@@ -154,4 +169,196 @@ export function currentTrainedAdapter(): TrainedAdapter | null {
   if (!trained || trained.modelGeneration !== current?.summary.generation) return null;
   const { adapter, spec, runId } = trained;
   return { adapter, spec, runId };
+}
+
+// ---- models from the Hugging Face Hub ------------------------------------------------------------------------------
+
+/** Progress messages to the page: about ten a second, so a fast download does not flood the message channel. */
+const PROGRESS_INTERVAL_MS = 100;
+
+/**
+ * Forwards progress at most every PROGRESS_INTERVAL_MS, always at once when the file changes or a file completes (so
+ * a stalled download still shows where it stopped), and the newest held-back one after the interval.
+ */
+class ProgressThrottle {
+  private lastSent = 0;
+  private lastFile = '';
+  private pending: HubLoadProgress | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly send: (progress: HubLoadProgress) => void) {}
+
+  push(progress: HubLoadProgress): void {
+    const now = Date.now();
+    const milestone =
+      progress.file !== this.lastFile || progress.stage !== 'download' || progress.fileLoaded === progress.fileTotal;
+    if (milestone || now - this.lastSent >= PROGRESS_INTERVAL_MS) {
+      this.emit(progress, now);
+      return;
+    }
+    this.pending = progress;
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      if (this.pending) this.emit(this.pending, Date.now());
+    }, PROGRESS_INTERVAL_MS - (now - this.lastSent));
+  }
+
+  /** Drops anything held back (the load ended). */
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = undefined;
+  }
+
+  private emit(progress: HubLoadProgress, now: number): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = undefined;
+    this.lastSent = now;
+    this.lastFile = progress.file;
+    this.send(progress);
+  }
+}
+
+// The browser's Cache Storage, opened on first use; null (with the reason) where this context has none.
+let hubCache: { cache: ModelCache | null; unavailable: string | null } | undefined;
+
+function hubModelCache(): { cache: ModelCache | null; unavailable: string | null } {
+  if (hubCache) return hubCache;
+  try {
+    hubCache = { cache: new CacheApiModelCache(), unavailable: null };
+  } catch (error) {
+    hubCache = { cache: null, unavailable: error instanceof Error ? error.message : String(error) };
+  }
+  return hubCache;
+}
+
+/** The download under way; a new one or cancelHubLoad() aborts it. */
+let hubDownload: AbortController | undefined;
+
+/** Aborts the Hub load under way (it then fails with code 'cancelled'); false when none is. */
+export function cancelHubLoad(): boolean {
+  if (!hubDownload) return false;
+  hubDownload.abort();
+  return true;
+}
+
+/** Where a learner can look at the model: its page on the Hub (at the revision), or the folder URL. */
+function modelPageUrl(location: ModelLocation): string {
+  if (location.kind !== 'hub') return location.baseUrl;
+  const page = `${location.endpoint}/${location.repo}`;
+  return location.revision === 'main' ? page : `${page}/tree/${encodeURIComponent(location.revision!)}`;
+}
+
+/** The name the Model panel shows: the repo id (with its revision when that is not main), or the folder URL. */
+function modelDisplayName(location: ModelLocation): string {
+  if (location.kind !== 'hub') return location.baseUrl;
+  return location.revision === 'main' ? location.repo! : `${location.repo}@${location.revision}`;
+}
+
+/** Reports each file read from the cache as progress: loading from the cache reads the files inside loadModel. */
+function reportingCacheReads(hub: HubModelFiles, report: (progress: HubLoadProgress) => void): ModelSource {
+  const sizes = new Map(hub.files.map((f) => [f.name, f.bytes]));
+  let loaded = 0;
+  return {
+    description: hub.source.description,
+    async read(fileName) {
+      const bytes = await hub.source.read(fileName);
+      loaded += bytes?.length ?? 0;
+      const fileTotal = sizes.get(fileName) ?? bytes?.length ?? null;
+      report({ stage: 'cache', file: fileName, fileLoaded: bytes?.length ?? 0, fileTotal, loaded, total: hub.totalBytes || null });
+      return bytes;
+    },
+  };
+}
+
+export interface HubOpenOptions {
+  /** Progress, throttled here to about ten updates a second. */
+  onProgress?: (progress: HubLoadProgress) => void;
+  /** Throws when the current model may not be replaced now (a training run started during the download). */
+  checkReplaceable?: () => void;
+}
+
+/**
+ * Loads a GPT-2-family model from the Hugging Face Hub (or a folder URL) and makes it the current one: from the
+ * browser's cache when it is there (no network), else downloaded and kept there for next time. Fails with a HubError
+ * a learner can act on (not found, unsupported architecture, network, CORS; 'cancelled' after cancelHubLoad). A model
+ * that loaded but could not be kept (storage full) is a success with a `cacheWarning`. A failure leaves the current
+ * model as it was.
+ */
+export async function openHubModel(request: HubModelRequest, options: HubOpenOptions = {}): Promise<HubModelLoaded> {
+  const location = resolveModelRef(request.ref);
+  hubDownload?.abort();
+  const controller = new AbortController();
+  hubDownload = controller;
+  const throttle = new ProgressThrottle((progress) => options.onProgress?.(progress));
+  const { cache, unavailable } = hubModelCache();
+  try {
+    const hub = await fetchHubModel(request.ref, {
+      cache,
+      refresh: request.refresh ?? false,
+      signal: controller.signal,
+      onProgress: (p: HubProgress) => throttle.push({ stage: 'download', ...p }),
+    });
+    const source = hub.fromCache ? reportingCacheReads(hub, (p) => throttle.push(p)) : hub.source;
+    if (!hub.fromCache) {
+      throttle.push({ stage: 'reading', file: 'model.safetensors', fileLoaded: 0, fileTotal: null, loaded: hub.totalBytes, total: hub.totalBytes });
+    }
+    let loaded: LoadedModel;
+    try {
+      loaded = await loadModel(source);
+    } catch (error) {
+      // Files that do not load are no use kept: drop them, so the cache lists only models that work.
+      if (cache) await cache.delete(location.cacheKey).catch(() => false);
+      if (hub.fromCache && error instanceof TunelabError) {
+        throw new TunelabError(
+          error.code,
+          `${error.message}. The copy saved in this browser was damaged and has been removed; Load downloads it again`,
+        );
+      }
+      throw error;
+    }
+    if (controller.signal.aborted) throw new HubError('aborted', 'the download was cancelled');
+    options.checkReplaceable?.();
+    const summary = makeCurrent(loaded, { name: modelDisplayName(location), origin: 'hub', source: modelPageUrl(location) });
+    let cacheWarning = hub.cacheError?.message ?? null;
+    if (!cache && !hub.fromCache) cacheWarning = `${unavailable ?? 'there is no cache'}. The model is loaded for this session only.`;
+    return { summary, fromCache: hub.fromCache, totalBytes: hub.totalBytes, cacheWarning };
+  } finally {
+    throttle.stop();
+    if (hubDownload === controller) hubDownload = undefined;
+  }
+}
+
+/** What to type to load a cache entry again ('gpt2', 'user/repo@dev', a URL), from its key; null for another Hub. */
+function refOfCacheKey(key: string): { ref: string; name: string; revision: string | null } | null {
+  const hubPrefix = `hub:${DEFAULT_HUB_ENDPOINT}/`;
+  if (key.startsWith(hubPrefix)) {
+    const rest = key.slice(hubPrefix.length);
+    const at = rest.lastIndexOf('@');
+    if (at <= 0) return null;
+    const repo = rest.slice(0, at);
+    const revision = rest.slice(at + 1);
+    return { ref: revision === 'main' ? repo : `${repo}@${revision}`, name: repo, revision };
+  }
+  if (key.startsWith('url:')) return { ref: key.slice(4), name: key.slice(4), revision: null };
+  return null;
+}
+
+/** The models kept in the browser's cache (largest first) and the site's storage use. */
+export async function listCachedHubModels(): Promise<CachedHubModels> {
+  const { cache, unavailable } = hubModelCache();
+  if (!cache) return { models: [], storage: null, unavailable };
+  const models: CachedHubModel[] = [];
+  for (const entry of await cache.list()) {
+    const ref = refOfCacheKey(entry.key);
+    if (ref) models.push({ key: entry.key, ...ref, bytes: entry.totalBytes, savedAt: entry.savedAt });
+  }
+  return { models, storage: await cache.storageEstimate(), unavailable: null };
+}
+
+/** Removes one model from the cache (the loaded model stays loaded); false when it was not there. */
+export async function deleteCachedHubModel(key: string): Promise<boolean> {
+  const { cache } = hubModelCache();
+  return cache ? cache.delete(key) : false;
 }

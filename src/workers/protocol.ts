@@ -33,10 +33,10 @@ export type ModelRequest =
 export interface ModelSummary {
   /** Increases with every successful load, so the UI can tell one model from the next one. */
   generation: number;
-  /** "tiny", the folder name of a model the user picked, or "model from files". */
+  /** "tiny", the folder name of a model the user picked, "model from files", or a Hub repo id ("openai-community/gpt2"). */
   name: string;
-  origin: 'bundled' | 'files';
-  /** Where it came from, as the loader describes it ("http://…/models/tiny/", "the selected files"). */
+  origin: 'bundled' | 'files' | 'hub';
+  /** Where it came from, as the loader describes it ("http://…/models/tiny/", "the selected files", the Hub page URL). */
   source: string;
   parameterCount: number;
   /** L, NH, C, HS = C / NH */
@@ -225,9 +225,27 @@ export interface RunSettings {
   lora: { rank: number; alpha: number; dropout: number; rsLora: boolean; targets: LoraTarget[]; layers: 'all' | { last: number } };
   /** Share held out for validation when there is no separate validation file. */
   validationFraction: number;
+  /**
+   * Save a checkpoint to browser storage every N optimizer steps (and at each epoch end), so that a reload or a lost
+   * GPU costs at most N steps; 0 = only at epoch ends. Missing in settings saved before it existed: the default.
+   */
+  checkpointEvery?: number;
+}
+
+/** Where an interrupted run continues from: its stored checkpoint and what it had measured up to it. */
+export interface ResumeState {
+  /** checkpoint.safetensors and trainer_state.json (engine/train/checkpoint.ts), by file name. */
+  checkpoint: Record<string, Uint8Array>;
+  /** Date.now() when the run first started. */
+  startedAt: number;
+  /** Metrics and probe answers up to the checkpoint's step. */
+  metrics: RunMetric[];
+  probes: ProbeSnapshot[];
 }
 
 export interface TrainingRequest {
+  /** The run's id (RunRecord.id), chosen by the page so that it can keep the request before the run starts. */
+  runId: string;
   /** What the run is called in the Runs list. */
   name: string;
   settings: RunSettings;
@@ -237,6 +255,8 @@ export interface TrainingRequest {
   probePrompts: string[];
   /** Regenerate the probe answers every N optimizer steps (and always before the first and after the last); 0 = only then. */
   probeEvery: number;
+  /** Continue an interrupted run from its checkpoint instead of starting at step 0. */
+  resume?: ResumeState;
 }
 
 /** One probe prompt and the model's greedy answer to it at some step. */
@@ -272,10 +292,28 @@ export type TrainingUpdate =
       trainableParameters: number;
       validationExamples: number;
       probePrompts: string[];
+      /** The step a resumed run continues from (0 for a new run). */
+      resumedFrom: number;
     }
   | { type: 'metrics'; events: RunMetric[] }
   | { type: 'probe'; snapshot: ProbeSnapshot }
-  | { type: 'paused' | 'resumed'; step: number };
+  | { type: 'paused' | 'resumed'; step: number }
+  /**
+   * A checkpoint to keep (the page writes it to IndexedDB; the worker waits until the callback's promise settles),
+   * with the metrics and probe answers up to its step, so that a resumed run shows its whole history.
+   */
+  | {
+      type: 'checkpoint';
+      step: number;
+      totalSteps: number;
+      files: Record<string, Uint8Array>;
+      metrics: RunMetric[];
+      probes: ProbeSnapshot[];
+      elapsedMs: number;
+    }
+  /** The GPU device was lost: training restarts from `resumeStep` on a new one (metrics past it will come again). */
+  | { type: 'device-lost'; step: number; resumeStep: number; message: string }
+  | { type: 'recovered'; step: number; device: string; message: string };
 
 export type RunStatus = 'finished' | 'cancelled' | 'failed';
 
@@ -322,7 +360,119 @@ export interface AdapterFiles {
 }
 
 // ---- hub models ---------------------------------------------------------------------------------------------------
+
+/** A model to load from the Hugging Face Hub: `gpt2`, `distilgpt2`, `user/repo`, `user/repo@revision`, or a URL. */
+export interface HubModelRequest {
+  ref: string;
+  /** Download again even when the browser's cache has the model (and replace the cached copy). */
+  refresh?: boolean;
+}
+
+/** Streamed while a Hub model loads (about ten a second). Sizes in bytes. */
+export interface HubLoadProgress {
+  /**
+   * 'download': from the network; 'cache': read from this browser's cache (no network); 'reading': every file is
+   * here and the weights are being checked.
+   */
+  stage: 'download' | 'cache' | 'reading';
+  /** 'config.json', 'tokenizer.json', 'model.safetensors', or a shard of the weights. */
+  file: string;
+  fileLoaded: number;
+  /** Null until the server says the size. */
+  fileTotal: number | null;
+  /** All files so far, and in all (null until every file's size is known; the weights' answer tells the last). */
+  loaded: number;
+  total: number | null;
+}
+
+/** How loadHubModel ends when it did not fail. */
+export interface HubModelLoaded {
+  /** The model, now the current one (origin 'hub', name = the repo id, source = its page on the Hub). */
+  summary: ModelSummary;
+  /** True when nothing was downloaded. */
+  fromCache: boolean;
+  /** Bytes of the model's files. */
+  totalBytes: number;
+  /** Set when the model loaded but could not be kept for offline use (storage full): what to do about it. */
+  cacheWarning: string | null;
+}
+
+/** A model kept in this browser's cache. */
+export interface CachedHubModel {
+  /** The cache's key; deleteCachedHubModel takes it. */
+  key: string;
+  /** What loadHubModel takes to load it again: 'gpt2', 'user/repo@dev', or the folder URL. */
+  ref: string;
+  /** The repo id (or the folder URL). */
+  name: string;
+  /** The revision for a Hub model; null for a folder URL. */
+  revision: string | null;
+  bytes: number;
+  /** ISO 8601 time it was saved. */
+  savedAt: string;
+}
+
+export interface CachedHubModels {
+  /** Largest first. */
+  models: CachedHubModel[];
+  /** This site's storage use and quota, where the browser says. */
+  storage: { usage: number; quota: number } | null;
+  /** Why models cannot be kept in this browser (no Cache Storage), or null. */
+  unavailable: string | null;
+}
 // (end of hub models)
 
 // ---- exports --------------------------------------------------------------------------------------------------------
+// What a saved run's adapter can become: the base model with the adapter merged in (a Hugging Face checkpoint, or an
+// ONNX file), the scale-out recipe (TRL + PEFT), and the engine's greedy answer for comparing with the ONNX file.
+
+/** A saved run's adapter and the names that go with it; the current model is the base it is merged into. */
+export interface ExportRequest {
+  adapter: AdapterFiles;
+  /** The run's name, for README and model-card text ("Custom data, 3 Nov 14:05"). */
+  runName: string;
+  /** A file-safe folder name: the zips hold one folder of that name. */
+  folder: string;
+  /** The model the run fine-tuned (its Model panel name), named in the message when another model is loaded. */
+  modelName: string;
+}
+
+/** The engine's greedy answer to a prompt with a run's adapter, and the logits to compare an ONNX export with. */
+export interface GreedyRequest extends ExportRequest {
+  prompt: string;
+  style: PromptStyle;
+  /** New tokens at most (end-of-text, or the model's context, may stop it sooner). */
+  maxNewTokens: number;
+}
+
+export interface GreedyAnswer {
+  /** The prompt as token ids (for 'chat', rendered through the chat template). */
+  promptIds: number[];
+  /** The new tokens, argmax at each position, a final end-of-text included. */
+  ids: number[];
+  /** The answer as the playground shows it (chat: without the template's leading space and end-of-text). */
+  text: string;
+  /** (V) logits at the prompt's last position (predicting the first new token). */
+  lastLogits: Float32Array;
+  endOfTextId: number;
+  /** n_positions: prompt plus new tokens never exceed it. */
+  context: number;
+}
+
+/** Token ids as answer text, the way GreedyAnswer.text is made (for the ONNX model's answer). */
+export interface DecodeRequest {
+  ids: number[];
+  style: PromptStyle;
+}
+
+export interface RecipeRequest {
+  /** The run's adapter (its LoRA settings are read from it); null: the settings' LoRA values are used. */
+  adapter: AdapterFiles | null;
+  /** What the run was started with: its data text and format, and its settings. */
+  request: TrainingRequest;
+  runName: string;
+  folder: string;
+  /** from_pretrained's model id in train.py: the run's model name. */
+  modelName: string;
+}
 // (end of exports)

@@ -11,8 +11,12 @@ import type { AdapterSummary } from '../engine/gpu/adapter.ts';
 import { prepareDataset } from '../engine/data/index.ts';
 import { checkMemoryPlan, findLimitBreach, planMemory } from '../engine/model/planner.ts';
 import { countingTokenizer, currentModel, openModel } from './model-session.ts';
+import { cancelHubLoad, deleteCachedHubModel, listCachedHubModels, openHubModel } from './model-session.ts';
+import type { CachedHubModels, HubLoadProgress, HubModelLoaded, HubModelRequest } from './protocol.ts';
 import * as playground from './playground-session.ts';
 import * as training from './training-session.ts';
+import * as exports from './export-session.ts';
+import type { DecodeRequest, ExportRequest, GreedyAnswer, GreedyRequest, RecipeRequest } from './protocol.ts';
 import type { AdapterFiles, RunRecord, TrainingRequest, TrainingResult, TrainingUpdate } from './protocol.ts';
 import type { AdapterImportRequest, AdapterInfo, GenerateRequest, GenerationDone, GenerationUpdate } from './protocol.ts';
 import type {
@@ -39,6 +43,14 @@ function acquireGpu(): Promise<GpuContext> {
   // A failed acquisition is not kept, so a later call can try again; nor is a lost device, which cannot be reused.
   acquiring.then((context) => context.onLost(forget), forget);
   return acquiring;
+}
+
+/** A usable device: the shared one, or a new one when it was lost (it is forgotten once its loss is reported). */
+async function freshGpu(): Promise<GpuContext> {
+  const context = await acquireGpu();
+  if (!context.lost) return context;
+  if (gpuContext !== undefined && (await gpuContext.catch(() => undefined)) === context) gpuContext = undefined;
+  return acquireGpu();
 }
 
 function toFailure(error: unknown): Failure {
@@ -191,17 +203,33 @@ const api = {
    * finished or cancelled (with its record), or a failure a learner can act on — bad settings or data, a config the
    * memory planner refuses (before anything is allocated), a diverged loss, a lost GPU.
    */
-  startTraining(request: TrainingRequest, onUpdate: (update: TrainingUpdate) => void): Promise<Outcome<TrainingResult>> {
-    const send = (update: TrainingUpdate) => {
+  startTraining(request: TrainingRequest, onUpdate: (update: TrainingUpdate) => void | Promise<void>): Promise<Outcome<TrainingResult>> {
+    const send = (update: TrainingUpdate): Promise<void> | undefined => {
       // A page that went away cannot take the update; that must not become an unhandled rejection here.
-      void Promise.resolve(onUpdate(update)).catch(() => undefined);
+      const delivered = Promise.resolve(onUpdate(update)).catch(() => undefined);
+      // A checkpoint is kept by the page (IndexedDB): the run waits until it is written, so that "saved at step N"
+      // is true when the next steps run. Every other update is fire-and-forget.
+      return update.type === 'checkpoint' ? delivered : undefined;
     };
     return settle(async () => {
       try {
-        return await training.runTraining(await acquireGpu(), request, send);
+        return await training.runTraining(freshGpu, request, send);
       } finally {
         (onUpdate as Partial<Comlink.Remote<unknown>>)[Comlink.releaseProxy]?.();
       }
+    });
+  },
+
+  /**
+   * Destroys the GPU device, as a driver reset or a GPU process crash would, so that a workshop can watch a run
+   * recover (a new device, the last checkpoint, the same results). False when there is no device.
+   */
+  simulateDeviceLoss(): Promise<Outcome<boolean>> {
+    return settle(async () => {
+      const context = gpuContext && (await gpuContext.catch(() => undefined));
+      if (!context || context.lost) return false;
+      context.device.destroy();
+      return true;
     });
   },
 
@@ -233,9 +261,93 @@ const api = {
   },
 
   // ---- hub models --------------------------------------------------------------------------------------------------
+
+  /**
+   * Loads a GPT-2-family model from the Hugging Face Hub by id or URL and makes it current: from the browser's cache
+   * when it is there (no network), else downloaded (progress through `onProgress`, a Comlink proxy, about ten a second)
+   * and kept there for offline use. Refused while a training run is going. Failures say what to do: not found,
+   * unsupported architecture, network or CORS failure; 'cancelled' after cancelHubLoad. A model that could not be kept
+   * (storage full) loads anyway, with a `cacheWarning`.
+   */
+  loadHubModel(request: HubModelRequest, onProgress: (progress: HubLoadProgress) => void): Promise<Outcome<HubModelLoaded>> {
+    // Progress travels over the proxy's own channel, the answer over the worker's: without waiting, the answer could
+    // overtake the last progress. Settles when the page has taken the last update (or gave up on it).
+    let delivered: Promise<unknown> = Promise.resolve();
+    const send = (progress: HubLoadProgress) => {
+      // A page that went away cannot take the update; that must not become an unhandled rejection here.
+      delivered = Promise.resolve(onProgress(progress)).catch(() => undefined);
+    };
+    const refuseDuringTraining = () => {
+      // The run binds the current model's weights on the GPU; a new model would free them under it.
+      if (training.isTraining()) throw new TunelabError('bad-model', 'a training run is going; cancel it (or let it finish) before loading another model');
+    };
+    return settle(async () => {
+      try {
+        refuseDuringTraining();
+        return await openHubModel(request, { onProgress: send, checkReplaceable: refuseDuringTraining });
+      } finally {
+        await Promise.race([delivered, new Promise((resolve) => setTimeout(resolve, 1000))]);
+        (onProgress as Partial<Comlink.Remote<unknown>>)[Comlink.releaseProxy]?.();
+      }
+    });
+  },
+
+  /** Stops the Hub load under way (loadHubModel then fails with code 'cancelled'); false when none is going. */
+  cancelHubLoad(): Promise<Outcome<boolean>> {
+    return settle(() => cancelHubLoad());
+  },
+
+  /** The models kept in this browser for offline use, with sizes, and the site's storage use. */
+  listCachedHubModels(): Promise<Outcome<CachedHubModels>> {
+    return settle(() => listCachedHubModels());
+  },
+
+  /** Removes a model from the browser's cache (`key` from listCachedHubModels); a loaded model stays loaded. */
+  deleteCachedHubModel(key: string): Promise<Outcome<boolean>> {
+    return settle(() => deleteCachedHubModel(key));
+  },
   // (end of hub models)
 
   // ---- exports -----------------------------------------------------------------------------------------------------
+  // A saved run's adapter (its PEFT files) made into files to download, against the loaded model (export-session.ts).
+  // Failures: 'bad-model' when no model is loaded or the adapter does not fit it; 'bad-data' for data or settings.
+
+  /** The base model with the run's adapter merged in: a .zip of one folder (config.json, model.safetensors, tokenizer.json). */
+  exportMergedModel(request: ExportRequest): Promise<Outcome<Uint8Array>> {
+    return settle(() => {
+      const zip = exports.mergedCheckpointZip(request);
+      return Comlink.transfer(zip, [zip.buffer as ArrayBuffer]);
+    });
+  },
+
+  /** The merged model as an .onnx file (input_ids int64 (batch, seq) → logits float (batch, seq, V)). */
+  exportOnnxModel(request: ExportRequest): Promise<Outcome<Uint8Array>> {
+    return settle(() => {
+      const onnx = exports.onnxModel(request);
+      return Comlink.transfer(onnx, [onnx.buffer as ArrayBuffer]);
+    });
+  },
+
+  /** The run as a TRL + PEFT recipe: a .zip of one folder (train.jsonl, validation.jsonl, train.py, README.md). */
+  exportRecipe(request: RecipeRequest): Promise<Outcome<Uint8Array>> {
+    return settle(() => {
+      const zip = exports.recipeZip(request);
+      return Comlink.transfer(zip, [zip.buffer as ArrayBuffer]);
+    });
+  },
+
+  /** The engine's greedy answer with the run's adapter (GPU decoder, LoRA unmerged) and the prompt's last logits. */
+  greedyAnswer(request: GreedyRequest): Promise<Outcome<GreedyAnswer>> {
+    return settle(async () => {
+      const answer = await exports.greedyAnswer(await acquireGpu(), request);
+      return Comlink.transfer(answer, [answer.lastLogits.buffer as ArrayBuffer]);
+    });
+  },
+
+  /** Token ids as answer text, made as greedyAnswer makes its text (for the ONNX model's answer). */
+  decodeAnswer(request: DecodeRequest): Promise<Outcome<string>> {
+    return settle(() => exports.decodeAnswer(request));
+  },
   // (end of exports)
 };
 

@@ -25,16 +25,19 @@ import { TunelabError } from '../engine/errors.ts';
 import { Generator } from '../engine/generate/generator.ts';
 import type { GpuContext } from '../engine/gpu/context.ts';
 import { exportPeftAdapter, type AdapterSpec, type AdapterTensors, type AdapterTarget } from '../engine/interop/peft.ts';
-import { LoraAdapter, loraConfig, loraLayers, type LoraConfig } from '../engine/model/lora.ts';
+import type { ModelConfig } from '../engine/model/config.ts';
+import { loraConfig, loraLayers, loraParameterSpecs, type LoraAdapter, type LoraConfig } from '../engine/model/lora.ts';
 import { planTraining } from '../engine/model/planner.ts';
 import type { Tokenizer } from '../engine/tokenizer/index.ts';
-import type { TrainEvent } from '../engine/train/metrics.ts';
-import { Trainer, trainConfig, type TrainConfig } from '../engine/train/trainer.ts';
+import { decodeCheckpoint, encodeCheckpoint, type TrainingCheckpoint } from '../engine/train/checkpoint.ts';
+import { ResilientTrainer, type ResilientEvent } from '../engine/train/resilient.ts';
+import { trainConfig, type Trainer, type TrainConfig } from '../engine/train/trainer.ts';
 import { currentGpuModel, currentModel, currentTrainedAdapter, setTrainedAdapter } from './model-session.ts';
 import type {
   AdapterFiles,
   Failure,
   ProbeSnapshot,
+  ResumeState,
   RunMetric,
   RunRecord,
   RunSettings,
@@ -51,7 +54,7 @@ const UPDATE_INTERVAL_MS = 100;
 const DATA_PROBES = 3;
 
 interface ActiveRun {
-  trainer: Trainer | undefined;
+  trainer: ResilientTrainer | undefined;
   pauseRequested: boolean;
   cancelRequested: boolean;
   /** Wakes the loop waiting between chunks (resume or cancel). */
@@ -103,12 +106,16 @@ export function lastRunRecord(): RunRecord | null {
  * (finished or cancelled); rejects with a TunelabError a learner can act on (bad settings or data, a config the
  * memory planner refuses, a diverged loss, a lost GPU).
  */
-export async function runTraining(gpu: GpuContext, request: TrainingRequest, send: (update: TrainingUpdate) => void): Promise<TrainingResult> {
+export async function runTraining(
+  acquireGpu: () => Promise<GpuContext>,
+  request: TrainingRequest,
+  send: (update: TrainingUpdate) => void | Promise<void>,
+): Promise<TrainingResult> {
   if (active) throw new TunelabError('bad-data', 'a training run is already going; pause or cancel it before starting another');
   const run: ActiveRun = { trainer: undefined, pauseRequested: false, cancelRequested: false, wake: null, abort: new AbortController() };
   active = run;
   try {
-    return await train(gpu, request, send, run);
+    return await train(acquireGpu, request, send, run);
   } finally {
     active = undefined;
   }
@@ -279,13 +286,30 @@ class MetricStream {
 
 // ---- the run ----------------------------------------------------------------------------------------------------------
 
-async function train(gpu: GpuContext, request: TrainingRequest, send: (update: TrainingUpdate) => void, run: ActiveRun): Promise<TrainingResult> {
+/** Checkpoint period when the settings predate the setting. */
+const DEFAULT_CHECKPOINT_EVERY = 20;
+
+/** The metrics and probes a run had measured up to `step` (a checkpoint's, or where a lost device restarts). */
+function upTo<T extends { step: number }>(items: readonly T[], step: number): T[] {
+  return items.filter((item) => item.step <= step);
+}
+
+async function train(
+  acquireGpu: () => Promise<GpuContext>,
+  request: TrainingRequest,
+  send: (update: TrainingUpdate) => void | Promise<void>,
+  run: ActiveRun,
+): Promise<TrainingResult> {
   const session = currentModel();
   if (!session) throw new TunelabError('bad-model', 'no model is loaded yet; wait for it to load, or load one in the Model panel');
   const modelConfig = session.loaded.config;
-  const { settings } = request;
+  const { settings, resume } = request;
   const lora = loraConfigOf(settings, modelConfig.nLayer);
   const config = trainConfigOf(settings, lora);
+  const checkpointEvery = settings.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY;
+  if (!(Number.isSafeInteger(checkpointEvery) && checkpointEvery >= 0)) {
+    throw new TunelabError('bad-data', `"checkpoint every N steps" must be a whole number of at least 0, got ${checkpointEvery}`);
+  }
 
   // The same preparation as the Data panel's report (trainer.worker.ts validateData), so what was checked is what trains.
   const prepared = prepareDataset(
@@ -303,6 +327,7 @@ async function train(gpu: GpuContext, request: TrainingRequest, send: (update: T
   if (prepared.batcher.stepsPerEpoch === 0) {
     throw new TunelabError('bad-data', 'there are no training examples with an answer to learn; add some in the Data panel');
   }
+  const gpu = await acquireGpu();
   // Refuse a run that cannot fit this device before allocating anything (the planner's message says what would fit).
   const limits = gpu.device.limits;
   planTraining({
@@ -313,14 +338,16 @@ async function train(gpu: GpuContext, request: TrainingRequest, send: (update: T
     limits: { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize },
   });
 
-  const runId = crypto.randomUUID();
-  const startedAt = Date.now();
+  const runId = request.runId;
+  const startedAt = resume?.startedAt ?? Date.now();
   const datasetFingerprint = await sha256Hex(`${request.data.format}\n${request.data.train}`);
-  const metrics: RunMetric[] = [];
-  const probes: ProbeSnapshot[] = [];
+  const checkpoint = resume ? resumeCheckpoint(resume, { runId, datasetFingerprint, modelName: session.summary.name }) : undefined;
+  let metrics: RunMetric[] = resume ? upTo(resume.metrics, checkpoint!.progress.step) : [];
+  let probes: ProbeSnapshot[] = resume ? upTo(resume.probes, checkpoint!.progress.step) : [];
   const stream = new MetricStream(send);
-  const clock = { start: performance.now(), pausedMs: 0, pausedSince: null as number | null };
-  const record = (status: RunRecord['status'], trainer: Trainer | undefined, failure: Failure | null): RunRecord => {
+  const clock = { start: performance.now(), pausedMs: 0, pausedSince: null as number | null, fromStep: checkpoint?.progress.step ?? 0 };
+  let trainer: ResilientTrainer | undefined;
+  const record = (status: RunRecord['status'], failure: Failure | null): RunRecord => {
     const lastStep = metrics.findLast((m) => m.type === 'step');
     const lastEval = metrics.findLast((m) => m.type === 'eval');
     return {
@@ -335,28 +362,52 @@ async function train(gpu: GpuContext, request: TrainingRequest, send: (update: T
       probes: [...probes],
       status,
       failure,
-      steps: trainer?.step ?? 0,
+      steps: trainer?.trainer?.step ?? lastStep?.step ?? 0,
       totalSteps: trainer?.totalSteps ?? 0,
-      elapsedMs: trainer?.elapsedMs ?? 0,
+      elapsedMs: trainer?.trainer?.elapsedMs ?? 0,
       finalLoss: lastStep?.loss ?? null,
       finalValLoss: lastEval?.loss ?? null,
     };
   };
 
-  const model = currentGpuModel(gpu);
-  const adapter = LoraAdapter.create(gpu, modelConfig, lora, { seed: config.seed });
-  let trainer: Trainer | undefined;
-  let generator: Generator | undefined;
-  let keepAdapter = false;
+  let adapter: LoraAdapter | undefined;
+  let probeGenerator: { trainer: Trainer; generator: Generator } | undefined;
   try {
-    trainer = await Trainer.create(gpu, { model, data: prepared.batcher, config, adapter }).catch(settingsError);
-    run.trainer = trainer;
+    trainer = new ResilientTrainer({
+      gpu,
+      acquireGpu,
+      // The worker's device and its model upload are shared with the playground: never the trainer's to destroy.
+      ownsAcquiredGpus: false,
+      model: { config: modelConfig, weights: session.loaded.weights },
+      modelOn: (device) => currentGpuModel(device),
+      data: prepared.batcher,
+      config,
+      checkpoint,
+      checkpointEvery,
+      checkpointAtEpochEnd: true,
+      checkpointExtra: { runId, datasetFingerprint, modelName: session.summary.name },
+      onCheckpoint: async (taken) => {
+        const step = taken.progress.step;
+        stream.flush();
+        // The page keeps it in IndexedDB; training waits until it is written (or failed to be: the page says why).
+        await send({
+          type: 'checkpoint',
+          step,
+          totalSteps: trainer!.totalSteps,
+          files: encodeCheckpoint(taken),
+          metrics: upTo(metrics, step),
+          probes: upTo(probes, step),
+          elapsedMs: taken.progress.elapsedMs,
+        });
+      },
+    });
+    const resilient = trainer;
+    run.trainer = resilient;
     const probeList = chooseProbes(request, prepared, session.tokenizer);
     const answerTokens = probeAnswerTokens(prepared);
-    generator = probeList.length > 0 ? await Generator.create(gpu, model, { tokenizer: session.tokenizer, adapter }) : undefined;
     const endOfText = session.summary.tokenizer.endOfText;
+    const totalSteps = resilient.totalSteps;
 
-    const totalSteps = trainer.totalSteps;
     /** Tells the UI, and keeps paused time out of the time-left estimate. */
     const notePause = (type: 'paused' | 'resumed', step: number) => {
       stream.flush();
@@ -368,35 +419,69 @@ async function train(gpu: GpuContext, request: TrainingRequest, send: (update: T
       }
       send({ type, step });
     };
-    trainer.subscribe((event: TrainEvent) => {
-      if (event.type === 'step') {
-        // Rates over the whole run: tokens per second of training time, and the time left at the pace so far,
-        // probes and evaluations included (the trainer's own figures restart with every chunk).
-        const activeMs = performance.now() - clock.start - clock.pausedMs;
-        const metric = {
-          ...event,
-          tokensPerSecond: event.elapsedMs > 0 ? (event.tokens * 1000) / event.elapsedMs : 0,
-          etaMs: (activeMs / event.step) * (totalSteps - event.step),
-        };
-        metrics.push(metric);
-        stream.push(metric);
-      } else if (event.type === 'eval') {
-        metrics.push(event);
-        stream.push(event);
-      } else if (event.type === 'paused' || event.type === 'resumed') {
-        notePause(event.type, event.step);
+    resilient.subscribe((event: ResilientEvent) => {
+      switch (event.type) {
+        case 'step': {
+          // Rates over this session of the run: tokens per second of training time, and the time left at the pace
+          // so far, probes and evaluations included (the trainer's own figures restart with every chunk).
+          const activeMs = performance.now() - clock.start - clock.pausedMs;
+          const done = event.step - clock.fromStep;
+          const metric = {
+            ...event,
+            tokensPerSecond: event.elapsedMs > 0 ? (event.tokens * 1000) / event.elapsedMs : 0,
+            etaMs: done > 0 ? (activeMs / done) * (totalSteps - event.step) : 0,
+          };
+          metrics.push(metric);
+          stream.push(metric);
+          break;
+        }
+        case 'eval':
+          metrics.push(event);
+          stream.push(event);
+          break;
+        case 'paused':
+        case 'resumed':
+          notePause(event.type, event.step);
+          break;
+        case 'device-lost':
+          // The steps after the checkpoint are redone on the new device (with the same results): forget them.
+          stream.flush();
+          metrics = upTo(metrics, event.resumeStep);
+          probes = upTo(probes, event.resumeStep);
+          send({ type: 'device-lost', step: event.step, resumeStep: event.resumeStep, message: event.message });
+          break;
+        case 'recovered':
+          clock.start = performance.now();
+          clock.pausedMs = 0;
+          clock.fromStep = event.step;
+          send({ type: 'recovered', step: event.step, device: event.device, message: event.message });
+          break;
       }
       // 'start' and 'end' come with every chunk; the run's own start and end are reported by this function.
     });
 
     const takeSnapshot = async (step: number) => {
-      if (!generator) return;
+      const current = resilient.trainer;
+      if (probeList.length === 0 || !current?.adapter) return;
+      // A generator binds the model and adapter of one device: after a recovery, build it again.
+      if (probeGenerator?.trainer !== current) {
+        probeGenerator?.generator.destroy();
+        probeGenerator = undefined;
+        const generator = await Generator.create(resilient.gpu!, current.model, { tokenizer: session.tokenizer, adapter: current.adapter });
+        probeGenerator = { trainer: current, generator };
+      }
       const answers = [];
-      for (const probe of probeList) {
-        if (run.cancelRequested) return;
-        const result = await generator.generate(probe.ids, { temperature: 0, maxNewTokens: answerTokens }, undefined, run.abort.signal);
-        if (result.stopReason === 'aborted') return;
-        answers.push({ prompt: probe.prompt, answer: answerFromGenerated(result.text, prepared.options.template, endOfText) });
+      try {
+        for (const probe of probeList) {
+          if (run.cancelRequested) return;
+          const result = await probeGenerator.generator.generate(probe.ids, { temperature: 0, maxNewTokens: answerTokens }, undefined, run.abort.signal);
+          if (result.stopReason === 'aborted') return;
+          answers.push({ prompt: probe.prompt, answer: answerFromGenerated(result.text, prepared.options.template, endOfText) });
+        }
+      } catch (error) {
+        // A device lost while probing: the next chunk notices it and recovers; these answers are simply skipped.
+        if (resilient.gpu?.lost) return;
+        throw error;
       }
       const snapshot = { step, answers };
       probes.push(snapshot);
@@ -414,58 +499,97 @@ async function train(gpu: GpuContext, request: TrainingRequest, send: (update: T
       gradientAccumulationSteps: config.gradientAccumulationSteps,
       batchSize: prepared.batcher.batchSize,
       sequenceLength: prepared.batcher.sequenceLength,
-      trainableParameters: trainer.trainableParameters,
+      trainableParameters: countTrainable(modelConfig, lora),
       validationExamples: prepared.report.stats.validationExamples,
       probePrompts: probeList.map((p) => p.prompt),
+      resumedFrom: clock.fromStep,
     });
-    await takeSnapshot(0);
+    if (resume) {
+      if (metrics.length) send({ type: 'metrics', events: metrics });
+      for (const snapshot of probes) send({ type: 'probe', snapshot });
+    }
 
     // 0: only before the first step and after the last.
     const probeEvery = request.probeEvery > 0 ? request.probeEvery : Infinity;
-    let nextProbe = probeEvery;
-    let lastProbe = 0;
-    while (trainer.step < totalSteps && !run.cancelRequested) {
+    let step = clock.fromStep;
+    let nextProbe = probeEvery === Infinity ? Infinity : (Math.floor(step / probeEvery) + 1) * probeEvery;
+    let lastProbe = probes.at(-1)?.step ?? -1;
+    // The model before training: built on the first chunk (the trainer is made there), so train 0 steps first.
+    if (step === 0 && lastProbe !== 0) {
+      await resilient.train({ untilStep: 0 });
+      stream.flush();
+      await takeSnapshot(0);
+      lastProbe = 0;
+    }
+    while (step < totalSteps && !run.cancelRequested) {
       if (run.pauseRequested) {
         // A pause asked for between chunks (during a probe, say): wait here; the trainer is not running.
-        notePause('paused', trainer.step);
+        notePause('paused', step);
         while (run.pauseRequested && !run.cancelRequested) await new Promise<void>((resolve) => (run.wake = resolve));
         run.wake = null;
         if (run.cancelRequested) break;
-        notePause('resumed', trainer.step);
+        notePause('resumed', step);
       }
-      const until = Math.min(totalSteps, trainer.step + CHUNK_STEPS, nextProbe);
-      const summary = await trainer.train({ untilStep: until });
+      const until = Math.min(totalSteps, step + CHUNK_STEPS, nextProbe);
+      const summary = await resilient.train({ untilStep: until });
+      step = summary.step;
       stream.flush();
       if (summary.reason === 'cancelled' || run.cancelRequested) break;
-      if (trainer.step >= nextProbe) {
-        await takeSnapshot(trainer.step);
-        lastProbe = trainer.step;
-        nextProbe = trainer.step + probeEvery;
+      if (step >= nextProbe) {
+        await takeSnapshot(step);
+        lastProbe = step;
+        nextProbe = step + probeEvery;
       }
       // Let pause, resume and cancel messages in before the next chunk.
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
-    if (!run.cancelRequested && trainer.step === totalSteps && lastProbe !== totalSteps) await takeSnapshot(totalSteps);
+    if (!run.cancelRequested && step === totalSteps && lastProbe !== totalSteps) await takeSnapshot(totalSteps);
     stream.flush();
 
-    const status = trainer.step === totalSteps ? 'finished' : 'cancelled';
-    lastRecord = record(status, trainer, null);
-    keepAdapter = trainer.step > 0;
-    if (keepAdapter) setTrainedAdapter({ adapter, spec: lora, runId });
-    return { status, record: lastRecord, hasAdapter: keepAdapter };
+    const status = step === totalSteps ? 'finished' : 'cancelled';
+    lastRecord = record(status, null);
+    const trainedSteps = resilient.trainer?.step ?? 0;
+    if (trainedSteps > 0) {
+      adapter = resilient.releaseAdapter();
+      if (adapter) setTrainedAdapter({ adapter, spec: lora, runId });
+    }
+    return { status, record: lastRecord, hasAdapter: adapter !== undefined };
   } catch (error) {
     stream.flush();
     const failure: Failure =
       error instanceof TunelabError
         ? { code: error.code, message: error.message }
         : { code: 'internal', message: error instanceof Error ? error.message : String(error) };
-    lastRecord = record('failed', trainer, failure);
+    lastRecord = record('failed', failure);
     throw error;
   } finally {
-    generator?.destroy();
+    probeGenerator?.generator.destroy();
     trainer?.destroy();
-    if (!keepAdapter) adapter.destroy();
   }
+}
+
+/** The stored checkpoint of an interrupted run, checked against the run it is asked to continue. */
+function resumeCheckpoint(resume: ResumeState, expected: { runId: string; datasetFingerprint: string; modelName: string }): TrainingCheckpoint {
+  const checkpoint = decodeCheckpoint(resume.checkpoint);
+  const extra = (checkpoint.extra ?? {}) as Record<string, unknown>;
+  if (extra.runId !== undefined && extra.runId !== expected.runId) {
+    throw new TunelabError('bad-data', 'the stored checkpoint belongs to another run; start this run again instead');
+  }
+  if (extra.datasetFingerprint !== undefined && extra.datasetFingerprint !== expected.datasetFingerprint) {
+    throw new TunelabError('bad-data', 'the data differs from what this run was trained on, so it cannot continue; start a new run');
+  }
+  if (typeof extra.modelName === 'string' && extra.modelName !== expected.modelName) {
+    throw new TunelabError(
+      'bad-model',
+      `this run fine-tunes the model "${extra.modelName}", but "${expected.modelName}" is loaded; load "${extra.modelName}" in the Model panel to resume it`,
+    );
+  }
+  return checkpoint;
+}
+
+/** LoRA parameters the run trains (what the Training panel shows before the trainer exists). */
+function countTrainable(config: ModelConfig, lora: LoraConfig): number {
+  return loraParameterSpecs(config, lora).reduce((sum, spec) => sum + spec.shape.reduce((a, d) => a * d, 1), 0);
 }
 
 // ---- export -----------------------------------------------------------------------------------------------------------

@@ -226,7 +226,7 @@ describe('runs panel', () => {
       const seeded = [syntheticRun('run-a', 'rank 8, lr 1e-3', 3.2, 40, now - 60_000), syntheticRun('run-b', 'rank 4, lr 3e-4', 3.4, 30, now)];
       await page.evaluate(async (records) => {
         const db = await new Promise<IDBDatabase>((resolve, reject) => {
-          const request = indexedDB.open('tunelab-runs', 1);
+          const request = indexedDB.open('tunelab-runs'); // the version the app opened it at
           request.onsuccess = () => resolve(request.result);
           request.onerror = () => reject(request.error);
         });

@@ -1,7 +1,18 @@
 // The model the app works with, as the UI sees it: a summary of the loaded model (the weights stay in the engine
 // worker), whether a load is under way, and why the last load failed. A failed load keeps the previous model.
+// Models from the Hugging Face Hub load through the same state, with their own progress, failure (shown beside the
+// Hub field, with Retry) and the list of models the browser keeps for offline use.
 
-import type { Failure, ModelRequest, ModelSummary, Outcome } from '../../workers/protocol.ts';
+import type {
+  CachedHubModels,
+  Failure,
+  HubLoadProgress,
+  HubModelLoaded,
+  HubModelRequest,
+  ModelRequest,
+  ModelSummary,
+  Outcome,
+} from '../../workers/protocol.ts';
 
 /** The model every visit starts with, relative to the page (the app is served from any sub-path). */
 export const BUNDLED_MODEL = { path: 'models/tiny/', name: 'tiny' } as const;
@@ -11,21 +22,54 @@ export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json'
 
 export type ModelPhase = 'idle' | 'loading' | 'ready' | 'failed';
 
+/** The worker calls behind Hub loading (in the app: the trainer worker's "hub models" calls). */
+export interface HubModelCalls {
+  load(request: HubModelRequest, onProgress: (progress: HubLoadProgress) => void): Promise<Outcome<HubModelLoaded>>;
+  cancel(): Promise<Outcome<boolean>>;
+  list(): Promise<Outcome<CachedHubModels>>;
+  remove(key: string): Promise<Outcome<boolean>>;
+}
+
+/** How the last Hub load ended when it worked. */
+export interface HubLoadResult {
+  name: string;
+  fromCache: boolean;
+  totalBytes: number;
+  /** The model loaded but could not be kept for offline use (storage full): what to do about it. */
+  cacheWarning: string | null;
+}
+
 export class ModelState {
   phase = $state<ModelPhase>('idle');
   /** The loaded model; stays while another one loads and when that load fails. */
   summary = $state.raw<ModelSummary | undefined>(undefined);
-  /** Why the last load failed. */
+  /** Why the last load from a folder, files or the built-in model failed (Hub failures are `hubFailure`). */
   failure = $state.raw<Failure | undefined>(undefined);
-  /** What is loading now ("tiny", "my-gpt2"; empty for loose files), for the progress line. */
+  /** What is loading now ("tiny", "my-gpt2", a Hub id; empty for loose files), for the progress line. */
   loadingName = $state<string | undefined>(undefined);
 
+  /** The Hub model being loaded (what the learner typed), while it loads. */
+  hubLoading = $state<string | undefined>(undefined);
+  /** The Hub load's progress; kept after it ends so the bar can show where it stopped. */
+  hubProgress = $state.raw<HubLoadProgress | undefined>(undefined);
+  /** Why the last Hub load failed ('cancelled' when the learner stopped it). */
+  hubFailure = $state.raw<Failure | undefined>(undefined);
+  hubResult = $state.raw<HubLoadResult | undefined>(undefined);
+  /** What the last Hub load asked for, so Retry can ask again. */
+  lastHubRequest = $state.raw<HubModelRequest | undefined>(undefined);
+  /** The models this browser keeps for offline use; undefined until listed. */
+  cachedHubModels = $state.raw<CachedHubModels | undefined>(undefined);
+  /** Why listing or deleting cached models failed. */
+  cacheFailure = $state.raw<Failure | undefined>(undefined);
+
   private readonly load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>;
+  private readonly hub: HubModelCalls | undefined;
   /** Only the newest load may change the state: a slow earlier one that finishes later is ignored. */
   private latestLoad = 0;
 
-  constructor(load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>) {
+  constructor(load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>, hub?: HubModelCalls) {
     this.load = load;
+    this.hub = hub;
   }
 
   /** Loads the model that ships with the app (public/models/tiny/). */
@@ -47,6 +91,11 @@ export class ModelState {
   }
 
   private async run(request: ModelRequest): Promise<void> {
+    // A download still going would replace this model when it ends: stop it.
+    if (this.hubLoading !== undefined) {
+      void this.hub?.cancel();
+      this.hubLoading = undefined;
+    }
     const id = ++this.latestLoad;
     this.phase = 'loading';
     this.loadingName = request.name;
@@ -61,5 +110,75 @@ export class ModelState {
       this.failure = outcome.failure;
       this.phase = 'failed';
     }
+  }
+
+  // ---- the Hugging Face Hub ----------------------------------------------------------------------------------------
+
+  /**
+   * Loads a model by Hub id or URL: from the browser's cache when it is there, else downloaded (only now does the app
+   * contact the Hub). `refresh` downloads again even when cached.
+   */
+  async loadFromHub(ref: string, options: { refresh?: boolean } = {}): Promise<void> {
+    if (!this.hub) return;
+    const request: HubModelRequest = { ref: ref.trim(), ...(options.refresh ? { refresh: true } : {}) };
+    const id = ++this.latestLoad;
+    this.lastHubRequest = request;
+    this.phase = 'loading';
+    this.loadingName = request.ref;
+    this.hubLoading = request.ref;
+    this.hubProgress = undefined;
+    this.hubFailure = undefined;
+    this.hubResult = undefined;
+    this.failure = undefined;
+    const outcome = await this.hub.load(request, (progress) => {
+      if (id === this.latestLoad && this.hubLoading !== undefined) this.hubProgress = progress;
+    });
+    if (id !== this.latestLoad) return;
+    this.loadingName = undefined;
+    this.hubLoading = undefined;
+    if (outcome.ok) {
+      const { summary, fromCache, totalBytes, cacheWarning } = outcome.value;
+      this.summary = summary;
+      this.phase = 'ready';
+      this.hubResult = { name: summary.name, fromCache, totalBytes, cacheWarning };
+    } else {
+      this.hubFailure = outcome.failure;
+      // A cancelled download is not a broken model: the previous one is simply still in use.
+      this.phase = outcome.failure.code === 'cancelled' && this.summary ? 'ready' : 'failed';
+    }
+    await this.refreshCachedHubModels();
+  }
+
+  /** Asks for the last Hub model again (after a network failure, or a cancel). */
+  retryHubLoad(): Promise<void> {
+    return this.lastHubRequest ? this.loadFromHub(this.lastHubRequest.ref, { refresh: this.lastHubRequest.refresh }) : Promise.resolve();
+  }
+
+  /** Stops the Hub download under way; its load then ends with a 'cancelled' failure. */
+  async cancelHubLoad(): Promise<void> {
+    if (!this.hub || this.hubLoading === undefined) return;
+    await this.hub.cancel();
+  }
+
+  async refreshCachedHubModels(): Promise<void> {
+    if (!this.hub) return;
+    const outcome = await this.hub.list();
+    if (outcome.ok) {
+      this.cachedHubModels = outcome.value;
+      this.cacheFailure = undefined;
+    } else {
+      this.cacheFailure = outcome.failure;
+    }
+  }
+
+  /** Removes a model from the browser's cache; the loaded model stays loaded. */
+  async deleteCachedHubModel(key: string): Promise<void> {
+    if (!this.hub) return;
+    const outcome = await this.hub.remove(key);
+    if (!outcome.ok) {
+      this.cacheFailure = outcome.failure;
+      return;
+    }
+    await this.refreshCachedHubModels();
   }
 }

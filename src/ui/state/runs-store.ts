@@ -6,7 +6,7 @@
 // steps. A run and what belongs to it are written in one transaction: a full disk aborts all of it, and nothing saved
 // before is touched.
 
-import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
+import { openDB, type DBSchema, type IDBPDatabase, type IDBPTransaction } from 'idb';
 import type { AdapterFiles, TrainingRequest } from '../../workers/protocol.ts';
 
 /** One adapter summary, as the runs list shows it. */
@@ -49,6 +49,8 @@ export interface SavedRun {
   /** Optimizer steps done and planned (trained runs). */
   steps?: number;
   totalSteps?: number;
+  /** The step of the run's stored checkpoint, when it has one (an interrupted or failed run can resume from it). */
+  checkpointStep?: number;
 }
 
 /** The latest checkpoint of a run (engine/train/checkpoint.ts's two files) and the step it was taken at. */
@@ -212,11 +214,28 @@ export class RunsStore {
    * the previous checkpoint and record are still there, whole.
    */
   async saveCheckpoint(run: SavedRun, checkpoint: StoredCheckpoint): Promise<void> {
+    let tx: IDBPTransaction<RunsSchema, ('runs' | 'checkpoints')[], 'readwrite'> | undefined;
     try {
       const db = await this.open();
-      const tx = db.transaction(['runs', 'checkpoints'], 'readwrite');
-      await Promise.all([tx.objectStore('runs').put(run), tx.objectStore('checkpoints').put(checkpoint), tx.done]);
+      tx = db.transaction(['runs', 'checkpoints'], 'readwrite');
+      // Every request is settled (and its rejection handled) even when a later one throws at once, so that an
+      // aborted transaction leaves no unhandled rejection behind.
+      const pending: Promise<unknown>[] = [];
+      const track = (promise: Promise<unknown>) => {
+        promise.catch(() => undefined);
+        pending.push(promise);
+      };
+      track(tx.done);
+      track(tx.objectStore('checkpoints').put(checkpoint));
+      track(tx.objectStore('runs').put(run));
+      await Promise.all(pending);
     } catch (error) {
+      // Neither write may land alone: a record that names a checkpoint step the store does not hold would mislead.
+      try {
+        tx?.abort();
+      } catch {
+        // Already finished or aborted.
+      }
       throw storeError(error, `saving a checkpoint of "${run.name}" (step ${checkpoint.step})`);
     }
   }

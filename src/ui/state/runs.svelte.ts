@@ -5,7 +5,17 @@
 // again; nothing saved before is lost.
 
 import { strToU8, unzipSync, zipSync } from 'fflate';
-import type { AdapterImportRequest, AdapterInfo, Failure, Outcome, RunRecord } from '../../workers/protocol.ts';
+import type {
+  AdapterImportRequest,
+  AdapterInfo,
+  Failure,
+  Outcome,
+  ProbeSnapshot,
+  RunMetric,
+  RunRecord,
+  TrainingRequest,
+  TrainingUpdate,
+} from '../../workers/protocol.ts';
 import { formatBytes } from '../format.ts';
 import { readStored, removeStored, writeStored } from './persist.ts';
 import { RunsStore, RunsStoreError, type AdapterFiles, type SavedRun } from './runs-store.ts';
@@ -149,6 +159,10 @@ export class RunsState {
   loadingRunId = $state<string | null>(null);
   /** Bytes used and available for this page's storage, when the browser says. */
   storage = $state.raw<{ usage: number; quota: number } | null>(null);
+  /** The run training in this tab now (its record says 'interrupted' while it goes), or null. */
+  activeRunId = $state<string | null>(null);
+  /** Bytes of each run's stored checkpoint, by run id (part of what a run takes in storage). */
+  checkpointSizes = $state.raw<ReadonlyMap<string, number>>(new Map());
 
   readonly comparedRuns: SavedRun[] = $derived(this.runs.filter((run) => this.compared.includes(run.id)));
 
@@ -164,6 +178,7 @@ export class RunsState {
   async load(): Promise<void> {
     try {
       this.runs = await this.store.list();
+      this.checkpointSizes = await this.store.checkpointBytes();
       this.phase = 'ready';
       // Runs compared before a reload that no longer exist drop out.
       this.compared = this.compared.filter((id) => this.runs.some((run) => run.id === id));
@@ -183,10 +198,17 @@ export class RunsState {
     }
   }
 
+  /** The runs that take the most storage, named with their sizes (not the run going now), or '' when there are none. */
+  private largestRuns(): string {
+    const size = (run: SavedRun) => runBytes(run) + (this.checkpointSizes.get(run.id) ?? 0);
+    const deletable = this.runs.filter((run) => run.id !== this.activeRunId);
+    const largest = deletable.sort((a, b) => size(b) - size(a)).slice(0, 3);
+    return largest.map((run) => `"${run.name}" (${formatBytes(size(run))})`).join(', ');
+  }
+
   private toProblem(error: unknown, unsavedName?: string): RunsProblem {
     if (error instanceof RunsStoreError && error.problem === 'quota') {
-      const largest = [...this.runs].sort((a, b) => runBytes(b) - runBytes(a)).slice(0, 3);
-      const names = largest.map((run) => `"${run.name}" (${formatBytes(runBytes(run))})`).join(', ');
+      const names = this.largestRuns();
       return {
         kind: 'quota',
         message:
@@ -200,6 +222,7 @@ export class RunsState {
     const message = error instanceof Error ? error.message : String(error);
     return { kind: error instanceof RunsStoreError ? error.problem : 'other', message: `${message[0]?.toUpperCase() ?? ''}${message.slice(1)}.` };
   }
+
 
   /**
    * Saves a run with its adapter files. On a full disk the run is kept as `unsaved` (see retrySave) and the problem
@@ -227,11 +250,15 @@ export class RunsState {
    * (the worker's adapterStatus); files and adapter are null for a run that left none.
    */
   async saveTrainedRun(record: RunRecord, files: AdapterFiles | null, adapter: AdapterInfo | null): Promise<boolean> {
-    if (this.runs.some((run) => run.id === record.id)) return true;
+    // Saved while it went (checkpoints): replaced by the ended run, keeping a name given meanwhile.
+    const inProgress = this.runs.find((run) => run.id === record.id && run.status === 'interrupted');
+    if (this.runs.some((run) => run.id === record.id) && !inProgress) return true;
+    // A failed run keeps its checkpoint (it can resume from it); a finished or cancelled one keeps its adapter instead.
+    const keepsCheckpoint = record.status === 'failed' && inProgress?.checkpointStep !== undefined;
     const saved = await this.save(
       {
         id: record.id,
-        name: record.name,
+        name: inProgress?.name ?? record.name,
         source: 'trained',
         createdAt: record.startedAt,
         status: record.status,
@@ -242,6 +269,9 @@ export class RunsState {
         metrics: record.metrics,
         probes: record.probes,
         modelName: record.modelName,
+        steps: record.steps,
+        totalSteps: record.totalSteps,
+        ...(keepsCheckpoint ? { checkpointStep: inProgress!.checkpointStep } : {}),
         adapter:
           files && adapter
             ? {
@@ -257,7 +287,127 @@ export class RunsState {
       files,
     );
     if (saved && files && adapter?.runId === record.id) this.rememberPlaygroundRun(record.id);
+    if (saved && !keepsCheckpoint && inProgress) await this.dropCheckpoint(record.id);
     return saved;
+  }
+
+  // ---- runs in progress: requests, checkpoints, resume ----------------------------------------------------------
+
+  /** Keeps the request a run starts with (its data and settings): what resuming it and its recipe need. */
+  async keepRequest(request: TrainingRequest): Promise<void> {
+    try {
+      await this.store.saveRequest(request.runId, request);
+    } catch (error) {
+      this.problem = this.toProblem(error);
+    }
+  }
+
+  /**
+   * Keeps a run's checkpoint with its record so far (status 'interrupted'), replacing the previous one in the same
+   * transaction. Resolves to null when kept, else to why not; a failure loses nothing saved before.
+   */
+  async saveCheckpoint(
+    update: Extract<TrainingUpdate, { type: 'checkpoint' }>,
+    request: TrainingRequest,
+    run: { startedAt: number; modelName: string },
+  ): Promise<string | null> {
+    const existing = this.runs.find((r) => r.id === request.runId);
+    const lastStep = update.metrics.findLast((m) => m.type === 'step');
+    const lastEval = update.metrics.findLast((m) => m.type === 'eval');
+    const saved: SavedRun = {
+      id: request.runId,
+      name: existing?.name ?? request.name,
+      source: 'trained',
+      createdAt: run.startedAt,
+      status: 'interrupted',
+      finalLoss: lastStep?.loss ?? null,
+      finalValLoss: lastEval?.loss ?? null,
+      config: request.settings,
+      datasetFingerprint: existing?.datasetFingerprint ?? null,
+      metrics: update.metrics,
+      probes: update.probes,
+      modelName: run.modelName,
+      adapter: null,
+      steps: update.step,
+      totalSteps: update.totalSteps,
+      checkpointStep: update.step,
+    };
+    try {
+      await this.store.saveCheckpoint(saved, { runId: saved.id, step: update.step, savedAt: Date.now(), files: update.files });
+    } catch (error) {
+      const kept =
+        existing?.checkpointStep !== undefined
+          ? `Training goes on; its checkpoint at step ${existing.checkpointStep} is still saved.`
+          : 'Training goes on, but until a checkpoint is saved a reload would lose this run.';
+      if (error instanceof RunsStoreError && error.problem === 'quota') {
+        const names = this.largestRuns();
+        this.problem = {
+          kind: 'quota',
+          message:
+            `The browser's storage for this page is full, so the checkpoint at step ${update.step} was not saved. ` +
+            (names ? `Delete runs you no longer need (the largest: ${names}); ` : "Free space for this site in the browser's settings; ") +
+            `the next checkpoint is saved once there is room. ${kept} Nothing saved before was lost.`,
+        };
+      } else {
+        const problem = this.toProblem(error);
+        this.problem = { ...problem, message: `${problem.message} ${kept}` };
+      }
+      return this.problem.message;
+    }
+    const bytes = Object.values(update.files).reduce((sum, file) => sum + file.byteLength, 0);
+    this.checkpointSizes = new Map([...this.checkpointSizes, [saved.id, bytes]]);
+    this.runs = [saved, ...this.runs.filter((r) => r.id !== saved.id)].sort((a, b) => b.createdAt - a.createdAt);
+    if (this.problem?.kind === 'quota' && !this.unsaved) this.problem = null;
+    return null;
+  }
+
+  private async dropCheckpoint(runId: string): Promise<void> {
+    try {
+      await this.store.deleteCheckpoint(runId);
+      const sizes = new Map(this.checkpointSizes);
+      sizes.delete(runId);
+      this.checkpointSizes = sizes;
+    } catch {
+      // Only space: the run is saved with its adapter, and a stale checkpoint is deleted with the run.
+    }
+  }
+
+  /** Whether a saved run can continue from a stored checkpoint (and is not the run going now). */
+  canResume(run: SavedRun): boolean {
+    return run.checkpointStep !== undefined && run.id !== this.activeRunId && (run.status === 'interrupted' || run.status === 'failed');
+  }
+
+  /**
+   * The request that continues a saved run from its checkpoint: its data, settings and history up to the checkpoint.
+   * Null (with the problem shown) when something it needs is no longer stored.
+   */
+  async resumeRequest(id: string): Promise<TrainingRequest | null> {
+    const run = this.runs.find((r) => r.id === id);
+    if (!run) return null;
+    try {
+      const [request, checkpoint] = await Promise.all([this.store.request(id), this.store.checkpoint(id)]);
+      if (!request || !checkpoint) {
+        this.problem = {
+          kind: 'other',
+          message: `"${run.name}" cannot be resumed: its ${request ? 'checkpoint' : 'data'} is no longer stored. Start it again from the Training panel.`,
+        };
+        return null;
+      }
+      this.problem = null;
+      return {
+        ...request,
+        name: run.name,
+        resume: {
+          checkpoint: checkpoint.files,
+          startedAt: run.createdAt,
+          metrics: run.metrics as RunMetric[],
+          probes: (run.probes ?? []) as ProbeSnapshot[],
+        },
+      };
+    } catch (error) {
+      this.problem = this.toProblem(error);
+      return null;
+    }
   }
 
   /** Tries again to save the run that did not fit. */
@@ -439,5 +589,134 @@ export class RunsState {
     } finally {
       this.loadingRunId = null;
     }
+  }
+
+  // ---- exports: merged model, ONNX, recipe (export-session.ts in the worker) ----------------------------------------
+  // Types are written as import() so that this block is the only change to the file.
+
+  /** The export being made now, or null. */
+  exportingRun = $state.raw<{ id: string; what: 'merged' | 'onnx' | 'recipe' } | null>(null);
+
+  /** A saved run's adapter and names for an export call; null (with a problem shown) when it has no adapter. */
+  async exportRequest(id: string): Promise<import('../../workers/protocol.ts').ExportRequest | null> {
+    const run = this.runs.find((r) => r.id === id);
+    const adapter = run ? await this.adapterFiles(id) : null;
+    if (!run || !adapter) return null;
+    return { adapter, runName: run.name, folder: fileSafeName(run.name), modelName: run.modelName };
+  }
+
+  /** Runs one export in the worker and downloads its bytes; a failure becomes the panel's problem, in words. */
+  private async exportFile(
+    id: string,
+    what: 'merged' | 'onnx' | 'recipe',
+    make: (run: SavedRun) => Promise<import('../../workers/protocol.ts').Outcome<Uint8Array> | null>,
+    file: (folder: string) => { name: string; type: string },
+  ): Promise<void> {
+    const run = this.runs.find((r) => r.id === id);
+    if (!run || this.exportingRun) return;
+    const label = { merged: 'merged model', onnx: 'ONNX model', recipe: 'recipe' }[what];
+    this.exportingRun = { id, what };
+    this.notice = `Making the ${label} of "${run.name}"…`;
+    try {
+      const outcome = await make(run);
+      if (!outcome) return; // the reason is already the problem shown
+      if (!outcome.ok) {
+        this.problem = { kind: 'other', message: `The ${label} of "${run.name}" could not be made: ${outcome.failure.message}.` };
+        return;
+      }
+      const { name, type } = file(fileSafeName(run.name));
+      downloadBytes(name, outcome.value, type);
+      this.problem = null;
+      this.notice = `Exported the ${label} of "${run.name}".`;
+    } finally {
+      this.exportingRun = null;
+    }
+  }
+
+  /** Downloads the base model with the run's adapter merged in: "<run>-merged.zip" (a Hugging Face checkpoint folder). */
+  exportMergedModel(id: string, trainer: import('../../workers/client.ts').TrainerClient): Promise<void> {
+    return this.exportFile(
+      id,
+      'merged',
+      async () => {
+        const request = await this.exportRequest(id);
+        if (!request) return null;
+        return trainer.call((api) => api.exportMergedModel({ ...request, folder: `${request.folder}-merged` }));
+      },
+      (folder) => ({ name: `${folder}-merged.zip`, type: 'application/zip' }),
+    );
+  }
+
+  /** Downloads the merged model as "<run>.onnx". */
+  exportOnnx(id: string, trainer: import('../../workers/client.ts').TrainerClient): Promise<void> {
+    return this.exportFile(
+      id,
+      'onnx',
+      async () => {
+        const request = await this.exportRequest(id);
+        return request ? trainer.call((api) => api.exportOnnxModel(request)) : null;
+      },
+      (folder) => ({ name: `${folder}.onnx`, type: 'application/octet-stream' }),
+    );
+  }
+
+  /**
+   * Downloads the run as a TRL + PEFT recipe, "<run>-recipe.zip". The data is the one stored with the run; for a run
+   * saved without it, the Data panel's text (`current`) when it is the very data the run trained on (same fingerprint).
+   */
+  exportRecipe(
+    id: string,
+    trainer: import('../../workers/client.ts').TrainerClient,
+    current: import('../../workers/protocol.ts').TrainingRequest['data'],
+  ): Promise<void> {
+    return this.exportFile(
+      id,
+      'recipe',
+      async (run) => {
+        const request = await this.recipeRequest(run, current);
+        if (!request) return null;
+        const adapter = run.adapter ? await this.adapterFiles(id) : null;
+        if (run.adapter && !adapter) return null;
+        const folder = `${fileSafeName(run.name)}-recipe`;
+        return trainer.call((api) => api.exportRecipe({ adapter, request, runName: run.name, folder, modelName: run.modelName }));
+      },
+      (folder) => ({ name: `${folder}-recipe.zip`, type: 'application/zip' }),
+    );
+  }
+
+  /** What the run was started with: stored with it, or rebuilt from the Data panel when that holds the same data. */
+  private async recipeRequest(
+    run: SavedRun,
+    current: import('../../workers/protocol.ts').TrainingRequest['data'],
+  ): Promise<import('../../workers/protocol.ts').TrainingRequest | null> {
+    if (run.source !== 'trained') {
+      this.problem = {
+        kind: 'other',
+        message: `"${run.name}" is an imported adapter: it has no data or settings here. A recipe is made from a run trained in this tab.`,
+      };
+      return null;
+    }
+    let stored;
+    try {
+      stored = await this.store.request(run.id);
+    } catch (error) {
+      this.problem = this.toProblem(error);
+      return null;
+    }
+    if (stored) return stored;
+    const settings = run.config as import('../../workers/protocol.ts').RunSettings | null;
+    const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${current.format}\n${current.train}`));
+    const fingerprint = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+    if (!settings || typeof settings !== 'object' || fingerprint !== run.datasetFingerprint) {
+      this.problem = {
+        kind: 'other',
+        message:
+          `The data "${run.name}" was trained on is not stored with it (runs saved by older versions kept only a ` +
+          'fingerprint of it). Paste that data into the Data panel exactly as it was, with the same format, and export ' +
+          'the recipe again.',
+      };
+      return null;
+    }
+    return { runId: run.id, name: run.name, settings, data: current, probePrompts: [], probeEvery: 0 };
   }
 }

@@ -28,6 +28,8 @@ export interface TrainSettingsValues {
   seed: number;
   /** Evaluate on the validation examples every N optimizer steps (and after the last); 0 = only after the last. */
   evalEvery: number;
+  /** Save a checkpoint to browser storage every N optimizer steps (and at each epoch end); 0 = only at epoch ends. */
+  checkpointEvery: number;
   lora: {
     rank: number;
     alpha: number;
@@ -51,6 +53,7 @@ export type NumericSettingKey =
   | 'weightDecay'
   | 'seed'
   | 'evalEvery'
+  | 'checkpointEvery'
   | 'loraRank'
   | 'loraAlpha'
   | 'loraDropout'
@@ -157,6 +160,16 @@ export const NUMERIC_SETTINGS: Readonly<Record<NumericSettingKey, NumericSetting
     max: 1_000_000,
     step: 1,
   },
+  checkpointEvery: {
+    key: 'checkpointEvery',
+    label: 'Checkpoint every N steps',
+    explanation:
+      'How often the run is saved in this browser (and at each epoch end), so a reload, a closed tab or a GPU reset loses at most N steps; 0 = only at epoch ends.',
+    integer: true,
+    min: 0,
+    max: 1_000_000,
+    step: 1,
+  },
   loraRank: {
     key: 'loraRank',
     label: 'LoRA rank',
@@ -243,6 +256,7 @@ export const DEFAULT_SETTINGS: Readonly<SettingsForm> = Object.freeze({
   weightDecay: 0,
   seed: 0,
   evalEvery: 10,
+  checkpointEvery: 20,
   loraRank: 8,
   loraAlpha: 16,
   loraDropout: 0.05,
@@ -295,6 +309,7 @@ export class TrainSettings {
   weightDecay = $state<number | null>(DEFAULT_SETTINGS.weightDecay);
   seed = $state<number | null>(DEFAULT_SETTINGS.seed);
   evalEvery = $state<number | null>(DEFAULT_SETTINGS.evalEvery);
+  checkpointEvery = $state<number | null>(DEFAULT_SETTINGS.checkpointEvery);
   loraRank = $state<number | null>(DEFAULT_SETTINGS.loraRank);
   loraAlpha = $state<number | null>(DEFAULT_SETTINGS.loraAlpha);
   loraDropout = $state<number | null>(DEFAULT_SETTINGS.loraDropout);
@@ -338,6 +353,7 @@ export class TrainSettings {
       weightDecay: n('weightDecay'),
       seed: n('seed'),
       evalEvery: n('evalEvery'),
+      checkpointEvery: n('checkpointEvery'),
       lora: {
         rank: n('loraRank'),
         alpha: n('loraAlpha'),

@@ -2,6 +2,11 @@
 // ended), the run's shape, the metric history (every step and evaluation, appended as the worker's batched updates
 // arrive), the probe snapshots, and why it failed. The run itself happens in the engine worker; `start` hands it the
 // request and a callback for updates, and pause/resume/cancel are separate calls that act between steps.
+//
+// Checkpoints: every few steps the worker sends one, and `onCheckpoint` (the app: the Runs store) keeps it before the
+// run goes on. `continueRun` starts an interrupted run again from its checkpoint, with its history up to there. When
+// the GPU device is lost the worker starts again from the last checkpoint on a new device: the steps after it are
+// dropped here (they come again, with the same values) and `notice` says what happened.
 
 import type { EvalEvent, StepEvent } from '../../engine/train/metrics.ts';
 import type {
@@ -13,6 +18,7 @@ import type {
   TrainingRequest,
   TrainingResult,
   TrainingUpdate,
+  ResumeState,
 } from '../../workers/protocol.ts';
 import { starterDataset } from '../datasets/index.ts';
 import type { DatasetDraft } from './dataset-draft.svelte.ts';
@@ -32,13 +38,15 @@ export type TrainingPhase =
 
 /** The worker calls a session needs (in the app: the trainer worker's, through Comlink). */
 export interface TrainingBackend {
-  start(request: TrainingRequest, onUpdate: (update: TrainingUpdate) => void): Promise<Outcome<TrainingResult>>;
+  /** `onUpdate` returns a promise for a checkpoint: the worker waits until it is kept. */
+  start(request: TrainingRequest, onUpdate: (update: TrainingUpdate) => void | Promise<void>): Promise<Outcome<TrainingResult>>;
   pause(): Promise<Outcome<boolean>>;
   resume(): Promise<Outcome<boolean>>;
   cancel(): Promise<Outcome<boolean>>;
 }
 
 export type RunShape = Extract<TrainingUpdate, { type: 'started' }>;
+export type CheckpointUpdate = Extract<TrainingUpdate, { type: 'checkpoint' }>;
 
 /**
  * The request for a run on what the Data panel and the settings hold now. A starter dataset brings its own probe
@@ -49,6 +57,7 @@ export function trainingRequest(draft: DatasetDraft, settings: TrainSettings, no
   const starter = draft.starterId ? starterDataset(draft.starterId) : undefined;
   const when = now.toLocaleString('en-GB', { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
   return {
+    runId: crypto.randomUUID(),
     name: `${starter?.title ?? 'Custom data'}, ${when}`,
     settings: $state.snapshot(settings.values) as RunSettings,
     data: {
@@ -77,6 +86,14 @@ export class TrainingSession {
   record = $state.raw<RunRecord | null>(null);
   /** Whether the last run left an adapter for the playground. */
   hasAdapter = $state(false);
+  /** The run going now (or last): its id and the request it was started with. */
+  request = $state.raw<TrainingRequest | null>(null);
+  /** The step of the last checkpoint kept, or null before the first. */
+  checkpointStep = $state<number | null>(null);
+  /** Why the last checkpoint could not be kept (storage full …), or null. */
+  checkpointProblem = $state<string | null>(null);
+  /** What happened to the GPU, while it matters ("lost at step 12 …", "continues on a new device …"), or ''. */
+  notice = $state('');
 
   readonly isActive: boolean = $derived(ACTIVE.includes(this.phase));
   readonly lastStep: StepEvent | undefined = $derived(this.steps.at(-1));
@@ -97,6 +114,11 @@ export class TrainingSession {
    * `adapterLeft` says whether this run left an adapter for the playground.
    */
   onRunEnded: ((adapterLeft: boolean) => void) | undefined;
+  /**
+   * Keeps a checkpoint (the app: in IndexedDB, with the run's record so far); the run waits for it. Resolves to null
+   * when kept, or to why not (the run goes on; the checkpoint before stays).
+   */
+  onCheckpoint: ((update: CheckpointUpdate, request: TrainingRequest) => Promise<string | null>) | undefined;
 
   private readonly backend: TrainingBackend;
 
@@ -109,11 +131,17 @@ export class TrainingSession {
     if (!this.canStart) return;
     this.phase = 'starting';
     this.run = null;
-    this.steps = [];
-    this.evals = [];
-    this.probes = [];
+    const resume: ResumeState | undefined = request.resume;
+    this.steps = (resume?.metrics.filter((e): e is StepEvent => e.type === 'step') ?? []);
+    this.evals = (resume?.metrics.filter((e): e is EvalEvent => e.type === 'eval') ?? []);
+    this.probes = resume ? [...resume.probes] : [];
     this.failure = null;
     this.record = null;
+    this.request = { ...request, resume: undefined };
+    this.checkpointStep = resume ? this.steps.at(-1)?.step ?? 0 : null;
+    this.checkpointProblem = null;
+    this.notice = '';
+    // A resumed run's history is shown at once; the worker sends it again with 'started', which replaces it.
     const outcome = await this.backend.start(request, (update) => this.apply(update));
     if (outcome.ok) {
       this.record = outcome.value.record;
@@ -147,12 +175,38 @@ export class TrainingSession {
     await this.backend.cancel();
   }
 
-  /** One update from the worker. */
-  apply(update: TrainingUpdate): void {
+  private async keepCheckpoint(update: CheckpointUpdate): Promise<void> {
+    if (!this.onCheckpoint || !this.request) return;
+    const problem = await this.onCheckpoint(update, this.request);
+    if (problem === null) this.checkpointStep = update.step;
+    this.checkpointProblem = problem;
+  }
+
+  /** One update from the worker; a promise for a checkpoint (settles once it is kept or failed to be). */
+  apply(update: TrainingUpdate): void | Promise<void> {
     switch (update.type) {
       case 'started':
         this.run = update;
         if (this.phase === 'starting') this.phase = 'running';
+        if (update.resumedFrom > 0) {
+          // The worker resends the history up to the checkpoint right after this.
+          this.steps = [];
+          this.evals = [];
+          this.probes = [];
+          this.notice = `Resumed from the checkpoint at step ${update.resumedFrom}.`;
+        }
+        break;
+      case 'checkpoint':
+        return this.keepCheckpoint(update);
+      case 'device-lost':
+        this.steps = this.steps.filter((e) => e.step <= update.resumeStep);
+        this.evals = this.evals.filter((e) => e.step <= update.resumeStep);
+        this.probes = this.probes.filter((p) => p.step <= update.resumeStep);
+        this.notice = update.message;
+        break;
+      case 'recovered':
+        // Both sentences stay: what happened, and that the run goes on.
+        this.notice = this.notice ? `${this.notice} ${update.message}` : update.message;
         break;
       case 'metrics': {
         const steps = update.events.filter((e): e is StepEvent => e.type === 'step');
