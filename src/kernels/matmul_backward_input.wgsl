@@ -1,7 +1,12 @@
-// Linear layer backward, input gradient: dinp (M,K) = or += dout (M,N) · weightᵀ, weight (K,N) read in place (no
-// transpose pass). `accumulate` = 1 adds to dinp, for an input whose gradient also arrives by another path.
-// Same tiling as matmul_forward (TILE_ROWS × TILE_COLS block of dinp per workgroup, 4×4 outputs per thread); the
-// reduction runs over N in TILE_DEPTH steps.
+// Linear layer backward, input gradient, scalar loads: dinp (M,K) = or += dout (M,N) · weightᵀ, weight (K,N) read in
+// place (no transpose pass). `accumulate` = 1 adds to dinp, for an input whose gradient also arrives by another path.
+// The fallback for N not a multiple of 4 (matmul_backward_input_vec4.wgsl otherwise).
+// Same tiling as matmul_forward.wgsl (see its header): a TILE_ROWS × TILE_COLS block of dinp per workgroup, the
+// reduction over N in TILE_DEPTH steps, THREAD_ROWS × THREAD_COLS outputs per thread in 4×4 chunks. Both operands
+// are contiguous along the reduction N, so both blocks land transposed (depth-major, rows padded to TILE_ROWS + 4 and
+// TILE_COLS + 4 floats against bank conflicts): a thread reads one n of 4 consecutive rows (neighbouring threads take
+// neighbouring n) and stores them as one vec4. Rows past M and weight rows past K are clamped (never stored), only
+// the last depth tile is masked, stores check the edges.
 
 struct Params { M: u32, N: u32, K: u32, accumulate: u32 }
 
@@ -10,68 +15,133 @@ struct Params { M: u32, N: u32, K: u32, accumulate: u32 }
 @group(0) @binding(2) var<storage, read> weight: array<f32>;    // (K,N)
 @group(0) @binding(3) var<storage, read_write> dinp: array<f32>; // (M,K)
 
-override TILE_ROWS: u32 = 64;  // rows of dinp (M), multiple of 4
-override TILE_COLS: u32 = 64;  // columns of dinp (K), multiple of 4
-override TILE_DEPTH: u32 = 16; // reduction (N)
+override TILE_ROWS: u32 = 128;  // rows of dinp (M), multiple of THREAD_ROWS
+override TILE_COLS: u32 = 128;  // columns of dinp (K), multiple of THREAD_COLS
+override TILE_DEPTH: u32 = 8;   // reduction (N), multiple of 4
+override THREAD_ROWS: u32 = 8;  // 4 or 8
+override THREAD_COLS: u32 = 8;  // 4 or 8
 
-const THREAD_ROWS = 4u;
-const THREAD_COLS = 4u;
-override WG_COLS = TILE_COLS / THREAD_COLS;  // derived; not set by the wrapper
+// Derived; not set by the wrapper.
+override WG_COLS = TILE_COLS / THREAD_COLS;
 override WG_ROWS = TILE_ROWS / THREAD_ROWS;
+override THREADS = WG_COLS * WG_ROWS;
+override ROW_BANDS = THREAD_ROWS / 4u;
+override COL_BANDS = THREAD_COLS / 4u;
+override ROW_BAND4 = TILE_ROWS / ROW_BANDS / 4u;
+override COL_BAND4 = TILE_COLS / COL_BANDS / 4u;
+override DOUT_STRIDE4 = TILE_ROWS / 4u + 1u;
+override WEIGHT_STRIDE4 = TILE_COLS / 4u + 1u;
 
-var<workgroup> dout_tile: array<f32, TILE_DEPTH * TILE_ROWS>;    // (TILE_DEPTH, TILE_ROWS)
-var<workgroup> weight_tile: array<f32, TILE_DEPTH * TILE_COLS>;  // (TILE_DEPTH, TILE_COLS) = weightᵀ block
+var<workgroup> dout_tile: array<vec4f, TILE_DEPTH * DOUT_STRIDE4>;     // (TILE_DEPTH, TILE_ROWS + 4): dout transposed
+var<workgroup> weight_tile: array<vec4f, TILE_DEPTH * WEIGHT_STRIDE4>; // (TILE_DEPTH, TILE_COLS + 4): weightᵀ block
+
+// A thread's outputs as up to 2 × 2 chunks of 4×4, acc<row band><column band>; column i of a chunk holds its row i.
+// Named matrices rather than an indexed array, so no compiler has to unroll loops to keep them in registers.
+var<private> acc00: mat4x4f;
+var<private> acc01: mat4x4f;
+var<private> acc10: mat4x4f;
+var<private> acc11: mat4x4f;
+
+// chunk + a ⊗ b: 4 rows a, 4 columns b.
+fn outer(chunk: mat4x4f, a: vec4f, b: vec4f) -> mat4x4f {
+  return mat4x4f(fma(vec4f(a.x), b, chunk[0]), fma(vec4f(a.y), b, chunk[1]),
+                 fma(vec4f(a.z), b, chunk[2]), fma(vec4f(a.w), b, chunk[3]));
+}
+
+fn load_tiles(row0: u32, col0: u32, n0: u32, lindex: u32, partial: bool) {
+  let M = params.M;
+  let N = params.N;
+  let K = params.K;
+  // Both blocks transposed: a thread reads one n of 4 consecutive rows (consecutive threads: consecutive n) and stores
+  // them as one vec4 of the depth-major tile.
+  for (var e = lindex; e < TILE_ROWS / 4u * TILE_DEPTH; e += THREADS) {
+    let quad = e / TILE_DEPTH;
+    let d = e % TILE_DEPTH;
+    var v = vec4f();
+    if (!partial || n0 + d < N) {
+      let row = row0 + quad * 4u;
+      let n = n0 + d;
+      v = vec4f(dout[min(row, M - 1u) * N + n], dout[min(row + 1u, M - 1u) * N + n],
+                dout[min(row + 2u, M - 1u) * N + n], dout[min(row + 3u, M - 1u) * N + n]);
+    }
+    dout_tile[d * DOUT_STRIDE4 + quad] = v;
+  }
+  for (var e = lindex; e < TILE_COLS / 4u * TILE_DEPTH; e += THREADS) {
+    let quad = e / TILE_DEPTH;
+    let d = e % TILE_DEPTH;
+    var v = vec4f();
+    if (!partial || n0 + d < N) {
+      let k = col0 + quad * 4u;
+      let n = n0 + d;
+      v = vec4f(weight[min(k, K - 1u) * N + n], weight[min(k + 1u, K - 1u) * N + n],
+                weight[min(k + 2u, K - 1u) * N + n], weight[min(k + 3u, K - 1u) * N + n]);
+    }
+    weight_tile[d * WEIGHT_STRIDE4 + quad] = v;
+  }
+}
+
+// The band branches test override constants only, so each pipeline compiles to straight-line code.
+fn multiply_tiles(tx: u32, ty: u32) {
+  for (var d = 0u; d < TILE_DEPTH; d++) {
+    let a0 = dout_tile[d * DOUT_STRIDE4 + ty];
+    let b0 = weight_tile[d * WEIGHT_STRIDE4 + tx];
+    acc00 = outer(acc00, a0, b0);
+    if (COL_BANDS > 1u) {
+      let b1 = weight_tile[d * WEIGHT_STRIDE4 + COL_BAND4 + tx];
+      acc01 = outer(acc01, a0, b1);
+      if (ROW_BANDS > 1u) {
+        let a1 = dout_tile[d * DOUT_STRIDE4 + ROW_BAND4 + ty];
+        acc10 = outer(acc10, a1, b0);
+        acc11 = outer(acc11, a1, b1);
+      }
+    } else if (ROW_BANDS > 1u) {
+      let a1 = dout_tile[d * DOUT_STRIDE4 + ROW_BAND4 + ty];
+      acc10 = outer(acc10, a1, b0);
+    }
+  }
+}
+
+// Rows row..row+3, columns col..col+3 of dinp, assigned or added (`accumulate`); only elements inside (M, K).
+fn store_chunk(chunk: mat4x4f, row: u32, col: u32) {
+  let M = params.M;
+  let K = params.K;
+  let add = params.accumulate != 0u;
+  for (var i = 0u; i < 4u; i++) {
+    for (var j = 0u; j < 4u; j++) {
+      if (row + i < M && col + j < K) {
+        let idx = (row + i) * K + col + j;
+        if (add) { dinp[idx] += chunk[i][j]; } else { dinp[idx] = chunk[i][j]; }
+      }
+    }
+  }
+}
 
 @compute @workgroup_size(WG_COLS, WG_ROWS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
         @builtin(local_invocation_index) lindex: u32) {
-  let M = params.M;
   let N = params.N;
-  let K = params.K;
   let row0 = wid.y * TILE_ROWS;
   let col0 = wid.x * TILE_COLS;
-  let threads = WG_COLS * WG_ROWS;
 
-  var acc: array<vec4f, THREAD_ROWS>;
-  for (var n0 = 0u; n0 < N; n0 += TILE_DEPTH) {
-    // Both operands are contiguous along N, so consecutive threads read consecutive n.
-    for (var e = lindex; e < TILE_ROWS * TILE_DEPTH; e += threads) {
-      let r = e / TILE_DEPTH;
-      let d = e % TILE_DEPTH;
-      var v = 0.0;
-      if (row0 + r < M && n0 + d < N) { v = dout[(row0 + r) * N + n0 + d]; }
-      dout_tile[d * TILE_ROWS + r] = v;
-    }
-    for (var e = lindex; e < TILE_COLS * TILE_DEPTH; e += threads) {
-      let c = e / TILE_DEPTH;
-      let d = e % TILE_DEPTH;
-      var v = 0.0;
-      if (col0 + c < K && n0 + d < N) { v = weight[(col0 + c) * N + n0 + d]; }
-      weight_tile[d * TILE_COLS + c] = v;
-    }
+  var n0 = 0u;
+  for (; n0 + TILE_DEPTH <= N; n0 += TILE_DEPTH) {
+    load_tiles(row0, col0, n0, lindex, false);
     workgroupBarrier();
-    for (var d = 0u; d < TILE_DEPTH; d++) {
-      var w: vec4f;
-      for (var j = 0u; j < THREAD_COLS; j++) { w[j] = weight_tile[d * TILE_COLS + lid.x + j * WG_COLS]; }
-      for (var i = 0u; i < THREAD_ROWS; i++) {
-        acc[i] = fma(vec4f(dout_tile[d * TILE_ROWS + lid.y + i * WG_ROWS]), w, acc[i]);
-      }
-    }
+    multiply_tiles(lid.x, lid.y);
     workgroupBarrier();
   }
-
-  for (var i = 0u; i < THREAD_ROWS; i++) {
-    let row = row0 + lid.y + i * WG_ROWS;
-    for (var j = 0u; j < THREAD_COLS; j++) {
-      let col = col0 + lid.x + j * WG_COLS;
-      if (row < M && col < K) {
-        let idx = row * K + col;
-        if (params.accumulate != 0u) {
-          dinp[idx] += acc[i][j];
-        } else {
-          dinp[idx] = acc[i][j];
-        }
-      }
-    }
+  if (n0 < N) {
+    load_tiles(row0, col0, n0, lindex, true);  // depths past N are zeros
+    workgroupBarrier();
+    multiply_tiles(lid.x, lid.y);
   }
+
+  let row_a = row0 + lid.y * 4u;  // first rows of the thread's two row bands
+  let row_b = row_a + ROW_BAND4 * 4u;
+  let col_a = col0 + lid.x * 4u;  // first columns of the thread's two column bands
+  let col_b = col_a + COL_BAND4 * 4u;
+  store_chunk(acc00, row_a, col_a);
+  if (COL_BANDS > 1u) { store_chunk(acc01, row_a, col_b); }
+  if (ROW_BANDS > 1u) { store_chunk(acc10, row_b, col_a); }
+  if (ROW_BANDS > 1u && COL_BANDS > 1u) { store_chunk(acc11, row_b, col_b); }
 }

@@ -32,60 +32,102 @@ export const residualBackward = defineKernel({
 
 // ---- matmul ------------------------------------------------------------------------------------------------------
 import matmulForwardSource from './matmul_forward.wgsl?raw';
+import matmulForwardVec4Source from './matmul_forward_vec4.wgsl?raw';
+import matmulForwardRowsSource from './matmul_forward_rows.wgsl?raw';
 import matmulBackwardInputSource from './matmul_backward_input.wgsl?raw';
+import matmulBackwardInputVec4Source from './matmul_backward_input_vec4.wgsl?raw';
 import matmulBackwardWeightSource from './matmul_backward_weight.wgsl?raw';
+import matmulBackwardWeightVec4Source from './matmul_backward_weight_vec4.wgsl?raw';
 import matmulBackwardBiasSource from './matmul_backward_bias.wgsl?raw';
 
-/** Tile overrides shared by the three tiled matmul kernels (4×4 outputs per thread → 16×16 threads). */
-const MATMUL_TILE_DEFAULTS = { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 16 };
+/**
+ * Tile overrides of the six register-tiled kernels (scalar and vec4 loads × three layouts): a 128×128 output block
+ * per workgroup, 8 deep, 8×8 outputs per thread → 256 threads. ops/matmul.ts picks smaller tiles by shape.
+ */
+const MATMUL_TILE_DEFAULTS = { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8 };
+
+const matmulForwardBindings = [
+  { name: 'inp', access: 'read' },
+  { name: 'weight', access: 'read' },
+  { name: 'bias', access: 'read' },
+  { name: 'out', access: 'read_write' },
+] as const;
+const matmulShapeUniforms = [
+  { name: 'M', type: 'u32' },
+  { name: 'N', type: 'u32' },
+  { name: 'K', type: 'u32' },
+] as const;
 
 export const matmulForward = defineKernel({
   name: 'matmul_forward',
   source: matmulForwardSource,
-  bindings: [
-    { name: 'inp', access: 'read' },
-    { name: 'weight', access: 'read' },
-    { name: 'bias', access: 'read' },
-    { name: 'out', access: 'read_write' },
-  ],
-  uniforms: [
-    { name: 'M', type: 'u32' },
-    { name: 'N', type: 'u32' },
-    { name: 'K', type: 'u32' },
-  ],
+  bindings: matmulForwardBindings,
+  uniforms: matmulShapeUniforms,
   overrides: { ...MATMUL_TILE_DEFAULTS, HAS_BIAS: 0 },
 });
+
+/** K and N multiples of 4. */
+export const matmulForwardVec4 = defineKernel({
+  name: 'matmul_forward_vec4',
+  source: matmulForwardVec4Source,
+  bindings: matmulForwardBindings,
+  uniforms: matmulShapeUniforms,
+  overrides: { ...MATMUL_TILE_DEFAULTS, HAS_BIAS: 0 },
+});
+
+/** Decoding steps (M ≤ 8, N a multiple of 4): all rows per workgroup, K split over DEPTH_SLICES threads per quad. */
+export const matmulForwardRows = defineKernel({
+  name: 'matmul_forward_rows',
+  source: matmulForwardRowsSource,
+  bindings: matmulForwardBindings,
+  uniforms: matmulShapeUniforms,
+  overrides: { ROWS: 1, COL_THREADS: 8, DEPTH_SLICES: 32, HAS_BIAS: 0 },
+});
+
+const matmulBackwardInputBindings = [
+  { name: 'dout', access: 'read' },
+  { name: 'weight', access: 'read' },
+  { name: 'dinp', access: 'read_write' },
+] as const;
+const matmulBackwardInputUniforms = [...matmulShapeUniforms, { name: 'accumulate', type: 'u32' }] as const;
 
 export const matmulBackwardInput = defineKernel({
   name: 'matmul_backward_input',
   source: matmulBackwardInputSource,
-  bindings: [
-    { name: 'dout', access: 'read' },
-    { name: 'weight', access: 'read' },
-    { name: 'dinp', access: 'read_write' },
-  ],
-  uniforms: [
-    { name: 'M', type: 'u32' },
-    { name: 'N', type: 'u32' },
-    { name: 'K', type: 'u32' },
-    { name: 'accumulate', type: 'u32' },
-  ],
+  bindings: matmulBackwardInputBindings,
+  uniforms: matmulBackwardInputUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
 });
+
+/** N a multiple of 4 (K free: the tied LM head has K = V). */
+export const matmulBackwardInputVec4 = defineKernel({
+  name: 'matmul_backward_input_vec4',
+  source: matmulBackwardInputVec4Source,
+  bindings: matmulBackwardInputBindings,
+  uniforms: matmulBackwardInputUniforms,
+  overrides: MATMUL_TILE_DEFAULTS,
+});
+
+const matmulBackwardWeightBindings = [
+  { name: 'inp', access: 'read' },
+  { name: 'dout', access: 'read' },
+  { name: 'dweight', access: 'read_write' },
+] as const;
 
 export const matmulBackwardWeight = defineKernel({
   name: 'matmul_backward_weight',
   source: matmulBackwardWeightSource,
-  bindings: [
-    { name: 'inp', access: 'read' },
-    { name: 'dout', access: 'read' },
-    { name: 'dweight', access: 'read_write' },
-  ],
-  uniforms: [
-    { name: 'M', type: 'u32' },
-    { name: 'N', type: 'u32' },
-    { name: 'K', type: 'u32' },
-  ],
+  bindings: matmulBackwardWeightBindings,
+  uniforms: matmulShapeUniforms,
+  overrides: MATMUL_TILE_DEFAULTS,
+});
+
+/** K and N multiples of 4. */
+export const matmulBackwardWeightVec4 = defineKernel({
+  name: 'matmul_backward_weight_vec4',
+  source: matmulBackwardWeightVec4Source,
+  bindings: matmulBackwardWeightBindings,
+  uniforms: matmulShapeUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
 });
 

@@ -4,13 +4,37 @@
 //   backward weight  dweight (K,N) += inpᵀ · dout
 //   backward bias    dbias (N)   += column sums of dout
 // M is the number of tokens (B*T), K the input features, N the output features.
+//
+// Which kernel runs is decided here, once per prepared dispatch, from the shape (planMatmul):
+// - Register-tiled kernels (matmul_forward, matmul_backward_input, matmul_backward_weight; the tiling is described
+//   in matmul_forward.wgsl's header), each in two variants: `_vec4` (16-byte global loads) when the dimensions the
+//   layout reads along are multiples of 4 (forward and backward weight: K and N; backward input: N only, so the tied
+//   LM head with K = V keeps vec4 loads), else scalar loads. Chosen here, never per element.
+// - Tiles by the output's rows × cols: 128×128×8 with 8×8 outputs per thread when that still gives
+//   LARGE_TILE_MIN_WORKGROUPS workgroups, else 64×64×16 with 4×4 per thread. Few output rows get short, wide
+//   tiles (16×64 for ≤ 16 rows, 4×128 for ≤ 4), because a 128-row tile over a 1-row decoding step is 99% padding.
+//   All use 8–9 KB of workgroup memory and ≤ 256 threads, inside WebGPU's default limits.
+// - Every tiled kernel adds each output's products in the order of the reduction index, whatever the tiles, so a
+//   row's result does not depend on how many rows share the call (the chunked LM head relies on that: its chunks
+//   give bit-identical gradients to one big chunk).
+// - A decoding step asks for few-row tiles (generate/generator.ts passes `{ TILE_ROWS: 4 }` when M ≤ 4): a forward
+//   whose requested TILE_ROWS is at most 8 and covers all M rows, with N % 4 = 0, runs matmul_forward_rows instead,
+//   which keeps every row in one workgroup and splits K over 32 threads per column quad, because tiles over so few
+//   rows own too few outputs to keep a GPU busy (M = 1, N = 768: 192 threads of 4×4 outputs). Split K adds in a
+//   different order, so it is used only where asked for, never chosen automatically. ROWS = 1, 4 or 8.
+// Other given `tiles` pin the tiled kernel (tests and benchmarks use them); fields not given come from the automatic
+// choice.
 
 import { grid1d, type Dispatch, type GpuContext, type GpuTensor } from '../gpu/context.ts';
 import {
   matmulBackwardBias as matmulBackwardBiasKernel,
   matmulBackwardInput as matmulBackwardInputKernel,
+  matmulBackwardInputVec4 as matmulBackwardInputVec4Kernel,
   matmulBackwardWeight as matmulBackwardWeightKernel,
+  matmulBackwardWeightVec4 as matmulBackwardWeightVec4Kernel,
   matmulForward as matmulForwardKernel,
+  matmulForwardRows as matmulForwardRowsKernel,
+  matmulForwardVec4 as matmulForwardVec4Kernel,
 } from '../../kernels/registry.ts';
 
 export interface MatmulShape {
@@ -22,17 +46,138 @@ export interface MatmulShape {
   K: number;
 }
 
-/** Workgroup tile of the three tiled kernels; each thread computes 4×4 outputs, so rows and cols are multiples of 4. */
+/**
+ * Workgroup tile of the tiled kernels: an output block of TILE_ROWS × TILE_COLS, reduced TILE_DEPTH (a multiple of 4)
+ * at a time. Each thread computes THREAD_ROWS × THREAD_COLS outputs (4 or 8 each), so the tile dimensions must be
+ * multiples of those. Given tiles are merged over the automatic choice; a tile dimension given without its thread
+ * count gets 8 per thread when it is 128 or more, else 4.
+ */
 export interface MatmulTiles {
   TILE_ROWS: number;
   TILE_COLS: number;
   TILE_DEPTH: number;
+  THREAD_ROWS?: number;
+  THREAD_COLS?: number;
 }
 
-export const DEFAULT_MATMUL_TILES: Readonly<MatmulTiles> = { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 16 };
+/** The tiled kernels' own defaults, and the tile for large outputs: 128×128×8, 8×8 per thread, 256 threads. */
+export const DEFAULT_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
+  TILE_ROWS: 128,
+  TILE_COLS: 128,
+  TILE_DEPTH: 8,
+  THREAD_ROWS: 8,
+  THREAD_COLS: 8,
+};
+/** Mid-sized outputs: 64×64×16, 4×4 per thread, 256 threads (4× the workgroups of the large tile). */
+export const MEDIUM_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
+  TILE_ROWS: 64,
+  TILE_COLS: 64,
+  TILE_DEPTH: 16,
+  THREAD_ROWS: 4,
+  THREAD_COLS: 4,
+};
+/** 5 to 16 output rows: 16×64×16, 4×4 per thread, 64 threads. */
+export const SHORT_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
+  TILE_ROWS: 16,
+  TILE_COLS: 64,
+  TILE_DEPTH: 16,
+  THREAD_ROWS: 4,
+  THREAD_COLS: 4,
+};
+/** At most 4 output rows (a decoding step's LM head: rows = B, cols = V): 4×128×16, 4×4 per thread, 32 threads. */
+export const TINY_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
+  TILE_ROWS: 4,
+  TILE_COLS: 128,
+  TILE_DEPTH: 16,
+  THREAD_ROWS: 4,
+  THREAD_COLS: 4,
+};
+/**
+ * The large tile is used only when it yields at least this many workgroups: 2048×768 (a GPT-2 small c_proj at
+ * B·T = 2048) would be 96 of them, under one per compute unit on a large GPU, so it takes 384 64×64 tiles instead.
+ */
+export const LARGE_TILE_MIN_WORKGROUPS = 256;
+/** A forward asking for tiles of at most this many rows (covering M, with N % 4 = 0) runs matmul_forward_rows. */
+export const ROWS_KERNEL_MAX_M = 8;
+const ROWS_COL_THREADS = 8;
+const ROWS_DEPTH_SLICES = 32;
 
 const BIAS_COLS = 64;
 const BIAS_LANES = 4;
+
+export type MatmulLayout = 'forward' | 'backward-input' | 'backward-weight';
+
+/** What runs for one matmul: a tiled kernel (with or without vec4 loads) or, for decoding steps, the rows kernel. */
+export type MatmulPlan =
+  | { kernel: 'tiled'; vec4: boolean; tiles: Required<MatmulTiles> }
+  | { kernel: 'rows'; rows: 1 | 4 | 8 };
+
+/** Output rows and columns of a layout (the tile grid covers these). */
+function outputOf(layout: MatmulLayout, { M, N, K }: MatmulShape): [rows: number, cols: number] {
+  return layout === 'forward' ? [M, N] : layout === 'backward-input' ? [M, K] : [K, N];
+}
+
+/** Whether every operand the layout reads in 16-byte pieces has rows of a multiple of 4 floats. */
+function vec4Loads(layout: MatmulLayout, { N, K }: MatmulShape): boolean {
+  return layout === 'backward-input' ? N % 4 === 0 : N % 4 === 0 && K % 4 === 0;
+}
+
+/** The automatic tile for an output of rows × cols (see the header). */
+export function autoMatmulTiles(rows: number, cols: number): Readonly<Required<MatmulTiles>> {
+  if (rows <= 4) return TINY_MATMUL_TILES;
+  if (rows <= 16) return SHORT_MATMUL_TILES;
+  const large = DEFAULT_MATMUL_TILES;
+  const largeGroups = Math.ceil(rows / large.TILE_ROWS) * Math.ceil(cols / large.TILE_COLS);
+  if (rows >= large.TILE_ROWS && cols >= large.TILE_COLS && largeGroups >= LARGE_TILE_MIN_WORKGROUPS) return large;
+  return MEDIUM_MATMUL_TILES;
+}
+
+/** Outputs per thread along a tile dimension the caller set without saying: 8 for 128 or more, else 4. */
+function threadBlock(tileDim: number): number {
+  return tileDim >= 128 && tileDim % 8 === 0 ? 8 : 4;
+}
+
+function resolveTiles(base: Readonly<Required<MatmulTiles>>, given: Partial<MatmulTiles> = {}): Required<MatmulTiles> {
+  const resolved: Required<MatmulTiles> = {
+    TILE_ROWS: given.TILE_ROWS ?? base.TILE_ROWS,
+    TILE_COLS: given.TILE_COLS ?? base.TILE_COLS,
+    TILE_DEPTH: given.TILE_DEPTH ?? base.TILE_DEPTH,
+    THREAD_ROWS: given.THREAD_ROWS ?? (given.TILE_ROWS === undefined ? base.THREAD_ROWS : threadBlock(given.TILE_ROWS)),
+    THREAD_COLS: given.THREAD_COLS ?? (given.TILE_COLS === undefined ? base.THREAD_COLS : threadBlock(given.TILE_COLS)),
+  };
+  const { TILE_ROWS, TILE_COLS, TILE_DEPTH, THREAD_ROWS, THREAD_COLS } = resolved;
+  const bad =
+    ![4, 8].includes(THREAD_ROWS) ||
+    ![4, 8].includes(THREAD_COLS) ||
+    !Number.isInteger(TILE_ROWS / THREAD_ROWS) ||
+    !Number.isInteger(TILE_COLS / THREAD_COLS) ||
+    TILE_ROWS < 1 ||
+    TILE_COLS < 1 ||
+    !Number.isInteger(TILE_DEPTH / 4) ||
+    TILE_DEPTH < 4;
+  if (bad) {
+    throw new RangeError(
+      `matmul tiles ${JSON.stringify(resolved)}: THREAD_ROWS/COLS must be 4 or 8 and divide TILE_ROWS/COLS, ` +
+        'TILE_DEPTH a positive multiple of 4',
+    );
+  }
+  return resolved;
+}
+
+/**
+ * The kernel and tiles a matmul of this layout and shape runs with (rules in the header). Given `tiles` pin the tiled
+ * kernel, merged over the automatic choice for the shape, except that a forward asking for at most 8 rows per tile,
+ * covering all M rows, with N % 4 = 0, gets the rows kernel.
+ */
+export function planMatmul(layout: MatmulLayout, shape: MatmulShape, tiles?: Partial<MatmulTiles>): MatmulPlan {
+  const askedRows = tiles?.TILE_ROWS;
+  const fewRowsAsked = askedRows !== undefined && askedRows <= ROWS_KERNEL_MAX_M && shape.M <= askedRows;
+  if (fewRowsAsked && layout === 'forward' && shape.N % 4 === 0) {
+    return { kernel: 'rows', rows: shape.M === 1 ? 1 : shape.M <= 4 ? 4 : 8 };
+  }
+  const [rows, cols] = outputOf(layout, shape);
+  return { kernel: 'tiled', vec4: vec4Loads(layout, shape), tiles: resolveTiles(autoMatmulTiles(rows, cols), tiles) };
+}
 
 function checkShape(name: string, { M, N, K }: MatmulShape): void {
   for (const [dim, v] of Object.entries({ M, N, K })) {
@@ -46,12 +191,26 @@ function checkLength(name: string, tensor: GpuTensor, needed: number, what: stri
   }
 }
 
-function tilesOf(tiles: Partial<MatmulTiles> | undefined): MatmulTiles {
-  const t = { ...DEFAULT_MATMUL_TILES, ...tiles };
-  if (t.TILE_ROWS % 4 || t.TILE_COLS % 4 || t.TILE_DEPTH < 1) {
-    throw new RangeError(`matmul tiles ${JSON.stringify(t)}: rows and cols must be multiples of 4 (4×4 per thread)`);
+/** Tile overrides, after checking them against the device's workgroup limits. */
+function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
+  const limits = gpu.device.limits;
+  const cols = t.TILE_COLS / t.THREAD_COLS;
+  const rows = t.TILE_ROWS / t.THREAD_ROWS;
+  // Both tiles at their largest (padded by 4 floats per depth row), in bytes.
+  const bytes = t.TILE_DEPTH * (t.TILE_ROWS + 4 + t.TILE_COLS + 4) * 4;
+  if (
+    cols * rows > limits.maxComputeInvocationsPerWorkgroup ||
+    cols > limits.maxComputeWorkgroupSizeX ||
+    rows > limits.maxComputeWorkgroupSizeY ||
+    bytes > limits.maxComputeWorkgroupStorageSize
+  ) {
+    throw new RangeError(
+      `${name}: tiles ${JSON.stringify(t)} need ${cols}×${rows} threads and ${bytes} bytes of workgroup memory, ` +
+        `beyond this device's limits (${limits.maxComputeInvocationsPerWorkgroup} threads, ` +
+        `${limits.maxComputeWorkgroupStorageSize} bytes)`,
+    );
   }
-  return t;
+  return { ...t };
 }
 
 /** Workgroups covering a rows × cols output with one tile each. */
@@ -75,12 +234,22 @@ export async function matmulForward(
   checkLength('matmulForward', t.weight, K * N, 'weight (K,N)');
   checkLength('matmulForward', t.out, M * N, 'out (M,N)');
   if (t.bias) checkLength('matmulForward', t.bias, N, 'bias (N)');
-  const tile = tilesOf(tiles);
-  return gpu.prepare(matmulForwardKernel, {
-    bindings: { inp: t.inp, weight: t.weight, bias: t.bias ?? t.weight, out: t.out },
+  const bindings = { inp: t.inp, weight: t.weight, bias: t.bias ?? t.weight, out: t.out };
+  const hasBias = t.bias ? 1 : 0;
+  const plan = planMatmul('forward', shape, tiles);
+  if (plan.kernel === 'rows') {
+    return gpu.prepare(matmulForwardRowsKernel, {
+      bindings,
+      uniforms: { M, N, K },
+      overrides: { ROWS: plan.rows, COL_THREADS: ROWS_COL_THREADS, DEPTH_SLICES: ROWS_DEPTH_SLICES, HAS_BIAS: hasBias },
+      workgroups: grid1d(N / 4, ROWS_COL_THREADS, gpu.device.limits.maxComputeWorkgroupsPerDimension),
+    });
+  }
+  return gpu.prepare(plan.vec4 ? matmulForwardVec4Kernel : matmulForwardKernel, {
+    bindings,
     uniforms: { M, N, K },
-    overrides: { ...tile, HAS_BIAS: t.bias ? 1 : 0 },
-    workgroups: tileGrid(M, N, tile),
+    overrides: { ...tileOverrides(gpu, 'matmulForward', plan.tiles), HAS_BIAS: hasBias },
+    workgroups: tileGrid(M, N, plan.tiles),
   });
 }
 
@@ -96,12 +265,13 @@ export async function matmulBackwardInput(
   checkLength('matmulBackwardInput', t.dout, M * N, 'dout (M,N)');
   checkLength('matmulBackwardInput', t.weight, K * N, 'weight (K,N)');
   checkLength('matmulBackwardInput', t.dinp, M * K, 'dinp (M,K)');
-  const tile = tilesOf(options.tiles);
-  return gpu.prepare(matmulBackwardInputKernel, {
+  const plan = planMatmul('backward-input', shape, options.tiles);
+  if (plan.kernel !== 'tiled') throw new Error('matmulBackwardInput: only tiled kernels exist for this layout');
+  return gpu.prepare(plan.vec4 ? matmulBackwardInputVec4Kernel : matmulBackwardInputKernel, {
     bindings: { dout: t.dout, weight: t.weight, dinp: t.dinp },
     uniforms: { M, N, K, accumulate: options.accumulate ? 1 : 0 },
-    overrides: { ...tile },
-    workgroups: tileGrid(M, K, tile),
+    overrides: tileOverrides(gpu, 'matmulBackwardInput', plan.tiles),
+    workgroups: tileGrid(M, K, plan.tiles),
   });
 }
 
@@ -117,12 +287,13 @@ export async function matmulBackwardWeight(
   checkLength('matmulBackwardWeight', t.inp, M * K, 'inp (M,K)');
   checkLength('matmulBackwardWeight', t.dout, M * N, 'dout (M,N)');
   checkLength('matmulBackwardWeight', t.dweight, K * N, 'dweight (K,N)');
-  const tile = tilesOf(tiles);
-  return gpu.prepare(matmulBackwardWeightKernel, {
+  const plan = planMatmul('backward-weight', shape, tiles);
+  if (plan.kernel !== 'tiled') throw new Error('matmulBackwardWeight: only tiled kernels exist for this layout');
+  return gpu.prepare(plan.vec4 ? matmulBackwardWeightVec4Kernel : matmulBackwardWeightKernel, {
     bindings: { inp: t.inp, dout: t.dout, dweight: t.dweight },
     uniforms: { M, N, K },
-    overrides: { ...tile },
-    workgroups: tileGrid(K, N, tile),
+    overrides: tileOverrides(gpu, 'matmulBackwardWeight', plan.tiles),
+    workgroups: tileGrid(K, N, plan.tiles),
   });
 }
 
