@@ -1,0 +1,191 @@
+// Linear-layer matmuls that read a frozen weight stored as f16, for the two products that read W and nothing else
+// (a frozen weight has no gradient, so the backward-weight layout never meets one):
+//   forward          out (M,N)  = inp (M,K) · W (K,N) [+ bias (N)]     W in Conv1D [in,out] layout
+//   backward input   dinp (M,K) = or += dout (M,N) · Wᵀ
+// With the tied wte (V,C) as W (K = V, N = C), the backward-input layout is the LM head's logits = lnf · wteᵀ and the
+// forward layout its dlnf = dlogits · wte, so one packed wte serves both.
+//
+// Storage: W is packed two f16 per u32 (`packF16`): row k holds ceil(N/2) words, element (k, n) lies in word
+// k·ceil(N/2) + ⌊n/2⌋, even n in the low 16 bits, odd n in the high 16 bits (the order unpack2x16float reads); for
+// odd N each row's last high half is +0. The kernels unpack with core WGSL's unpack2x16float, so they need no
+// shader-f16: every device gets half the weight memory and bandwidth, and the arithmetic stays f32. Results equal
+// the f32 kernels' on the f16-rounded weight.
+//
+// Kernels and tiles follow ops/matmul.ts (`planMatmul`, same tiles by output shape, same limits); the f16 kernels
+// have scalar f32 loads of the activation and no few-rows (decoding) variant, so every plan here is a tiled one.
+
+import type { Dispatch, GpuContext, GpuTensor } from '../gpu/context.ts';
+import {
+  matmulBackwardInputF16W as matmulBackwardInputF16WKernel,
+  matmulForwardF16W as matmulForwardF16WKernel,
+} from '../../kernels/registry.ts';
+import { planMatmul, type MatmulShape, type MatmulTiles } from './matmul.ts';
+
+/** A frozen weight W (K,N) on the GPU as packed f16 pairs: `packed` holds K·ceil(N/2) u32 elements. */
+export interface F16Weights {
+  readonly packed: GpuTensor;
+  /** Rows of W: input features. */
+  readonly K: number;
+  /** Columns of W: output features. */
+  readonly N: number;
+}
+
+const f32Scratch = new Float32Array(1);
+const f32Bits = new Uint32Array(f32Scratch.buffer);
+
+/** The binary16 bits nearest to x (as an f32), ties to even; overflow gives ±Inf, NaN a quiet NaN. */
+function f16Bits(x: number): number {
+  f32Scratch[0] = x;
+  const bits = f32Bits[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff; // biased by 127
+  const fraction = bits & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (fraction ? 0x200 : 0);
+  const halfExponent = exponent - 127 + 15;
+  if (halfExponent >= 0x1f) return sign | 0x7c00;
+  if (halfExponent <= 0) {
+    // A subnormal f16 (or zero): the 24-bit significand counted in units of 2^-24 is significand · 2^(exponent − 126).
+    const shift = 126 - exponent;
+    if (shift > 24) return sign; // below 2^-25, half the smallest subnormal: rounds to ±0
+    const significand = fraction | 0x800000;
+    return sign | roundShifted(significand, shift);
+  }
+  // Normal: keep 10 of the 23 fraction bits; a carry out of the fraction bumps the exponent (to Inf at the top).
+  return sign | roundShifted((halfExponent << 23) | fraction, 13);
+}
+
+/** value >> shift, rounded to nearest with ties to even (shift 1..24). */
+function roundShifted(value: number, shift: number): number {
+  const kept = value >>> shift;
+  const rest = value & ((1 << shift) - 1);
+  const half = 1 << (shift - 1);
+  return rest > half || (rest === half && (kept & 1) === 1) ? kept + 1 : kept;
+}
+
+/**
+ * Packs rows of `rowLength` values (default: one row) as f16 pairs, rounded to nearest even: row r takes
+ * ceil(rowLength/2) words, value (r, n) in word r·ceil(rowLength/2) + ⌊n/2⌋, even n in the low half; an odd
+ * rowLength leaves each row's last high half +0. For a weight W (K,N), rowLength = N.
+ */
+export function packF16(values: Float32Array, rowLength = values.length): Uint32Array {
+  if (!Number.isInteger(rowLength) || rowLength < 1 || values.length % rowLength !== 0) {
+    throw new RangeError(`packF16: ${values.length} values do not split into rows of ${rowLength}`);
+  }
+  const rows = values.length / rowLength;
+  const words = Math.ceil(rowLength / 2);
+  const packed = new Uint32Array(rows * words);
+  for (let r = 0; r < rows; r++) {
+    for (let n = 0; n < rowLength; n++) {
+      const half = f16Bits(values[r * rowLength + n]);
+      packed[r * words + (n >> 1)] |= n % 2 === 0 ? half : half << 16;
+    }
+  }
+  return packed;
+}
+
+/** Uploads W (K,N), row-major f32, as packed f16 pairs (`packF16`). */
+export function uploadF16Weights(gpu: GpuContext, W: Float32Array, K: number, N: number, label = 'weight.f16'): F16Weights {
+  checkShape('uploadF16Weights', { M: 1, N, K });
+  if (W.length !== K * N) {
+    throw new RangeError(`uploadF16Weights: W holds ${W.length} values, (K,N) = (${K},${N}) needs ${K * N}`);
+  }
+  return { packed: gpu.uploadU32(packF16(W, N), label), K, N };
+}
+
+function checkShape(name: string, { M, N, K }: MatmulShape): void {
+  for (const [dim, v] of Object.entries({ M, N, K })) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name}: ${dim} must be a positive integer, got ${v}`);
+  }
+}
+
+function checkLength(name: string, tensor: GpuTensor, needed: number, what: string): void {
+  if (tensor.length < needed) {
+    throw new RangeError(`${name}: ${tensor.label} holds ${tensor.length} elements, ${what} needs ${needed}`);
+  }
+}
+
+function checkWeight(name: string, weight: F16Weights, { N, K }: MatmulShape): void {
+  if (weight.K !== K || weight.N !== N) {
+    const given = `(${weight.K},${weight.N})`;
+    throw new RangeError(`${name}: ${weight.packed.label} is ${given}, the shape needs (K,N) = (${K},${N})`);
+  }
+  checkLength(name, weight.packed, K * Math.ceil(N / 2), 'packed weight (K,ceil(N/2))');
+}
+
+/**
+ * The tiles for an output of rows × cols reduced over `depth`, as ops/matmul.ts chooses them (given tiles merged
+ * over the automatic choice, checked). planMatmul's backward-input plan is always tiled, and its output is (M,K), so
+ * it is asked with M = rows, K = cols.
+ */
+function planTiles(rows: number, cols: number, depth: number, tiles?: Partial<MatmulTiles>): Required<MatmulTiles> {
+  const plan = planMatmul('backward-input', { M: rows, N: depth, K: cols }, tiles);
+  if (plan.kernel !== 'tiled') throw new Error('matmul f16 weights: planMatmul gave no tiled plan');
+  return plan.tiles;
+}
+
+/** Tile overrides, after checking them against the device's workgroup limits (the tiles are the f32 kernels' size). */
+function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
+  const limits = gpu.device.limits;
+  const cols = t.TILE_COLS / t.THREAD_COLS;
+  const rows = t.TILE_ROWS / t.THREAD_ROWS;
+  const bytes = t.TILE_DEPTH * (t.TILE_ROWS + 4 + t.TILE_COLS + 4) * 4; // both f32 tiles at their largest padding
+  if (
+    cols * rows > limits.maxComputeInvocationsPerWorkgroup ||
+    cols > limits.maxComputeWorkgroupSizeX ||
+    rows > limits.maxComputeWorkgroupSizeY ||
+    bytes > limits.maxComputeWorkgroupStorageSize
+  ) {
+    throw new RangeError(
+      `${name}: tiles ${JSON.stringify(t)} need ${cols}×${rows} threads and ${bytes} bytes of workgroup memory, ` +
+        `beyond this device's limits (${limits.maxComputeInvocationsPerWorkgroup} threads, ` +
+        `${limits.maxComputeWorkgroupStorageSize} bytes)`,
+    );
+  }
+  return { ...t };
+}
+
+/**
+ * out (M,N) = inp (M,K) · W (K,N) [+ bias (N)], W stored as f16. Without a bias the kernel is compiled with
+ * HAS_BIAS = false and the packed weight fills the unused bias binding (never read).
+ */
+export async function matmulForwardF16W(
+  gpu: GpuContext,
+  t: { out: GpuTensor; inp: GpuTensor; weight: F16Weights; bias?: GpuTensor },
+  shape: MatmulShape,
+  tiles?: Partial<MatmulTiles>,
+): Promise<Dispatch> {
+  const { M, N, K } = shape;
+  checkShape('matmulForwardF16W', shape);
+  checkWeight('matmulForwardF16W', t.weight, shape);
+  checkLength('matmulForwardF16W', t.inp, M * K, 'inp (M,K)');
+  checkLength('matmulForwardF16W', t.out, M * N, 'out (M,N)');
+  if (t.bias) checkLength('matmulForwardF16W', t.bias, N, 'bias (N)');
+  const plan = planTiles(M, N, K, tiles);
+  return gpu.prepare(matmulForwardF16WKernel, {
+    bindings: { inp: t.inp, weight: t.weight.packed, bias: t.bias ?? t.weight.packed, out: t.out },
+    uniforms: { M, N, K },
+    overrides: { ...tileOverrides(gpu, 'matmulForwardF16W', plan), HAS_BIAS: t.bias ? 1 : 0 },
+    workgroups: [Math.ceil(N / plan.TILE_COLS), Math.ceil(M / plan.TILE_ROWS)],
+  });
+}
+
+/** dinp (M,K) = dout (M,N) · Wᵀ, or += with `accumulate`, W stored as f16. */
+export async function matmulBackwardInputF16W(
+  gpu: GpuContext,
+  t: { dinp: GpuTensor; dout: GpuTensor; weight: F16Weights },
+  shape: MatmulShape,
+  options: { accumulate?: boolean; tiles?: Partial<MatmulTiles> } = {},
+): Promise<Dispatch> {
+  const { M, N, K } = shape;
+  checkShape('matmulBackwardInputF16W', shape);
+  checkWeight('matmulBackwardInputF16W', t.weight, shape);
+  checkLength('matmulBackwardInputF16W', t.dout, M * N, 'dout (M,N)');
+  checkLength('matmulBackwardInputF16W', t.dinp, M * K, 'dinp (M,K)');
+  const plan = planTiles(M, K, N, options.tiles);
+  return gpu.prepare(matmulBackwardInputF16WKernel, {
+    bindings: { dout: t.dout, weight: t.weight.packed, dinp: t.dinp },
+    uniforms: { M, N, K, accumulate: options.accumulate ? 1 : 0 },
+    overrides: tileOverrides(gpu, 'matmulBackwardInputF16W', plan),
+    workgroups: [Math.ceil(K / plan.TILE_COLS), Math.ceil(M / plan.TILE_ROWS)],
+  });
+}
