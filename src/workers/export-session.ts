@@ -8,6 +8,7 @@
 // the ONNX file holds. Nothing here keeps state between calls: each call reads the adapter files it is given and frees
 // what it put on the GPU before it returns.
 
+import { loraConfigOf, trainConfigOf } from './training-session.ts';
 import { zipSync } from 'fflate';
 import {
   answerFromGenerated,
@@ -244,25 +245,9 @@ export function recipeZip(request: RecipeRequest): Uint8Array {
     };
   }
   adapter.baseModel = request.modelName || adapter.baseModel;
-  // The trainer's defaults fill what the settings panel does not set (betas, eps, warmup ratio), as they did in the run.
-  let full;
-  try {
-    full = trainConfig({
-      learningRate: settings.learningRate,
-      schedule: settings.schedule,
-      warmupSteps: settings.warmupSteps,
-      epochs: settings.epochs,
-      batchSize: settings.batchSize,
-      gradientAccumulationSteps: settings.gradientAccumulationSteps,
-      maxGradNorm: settings.maxGradNorm,
-      weightDecay: settings.weightDecay,
-      seed: settings.seed,
-      evalEvery: settings.evalEvery,
-    });
-  } catch (error) {
-    if (error instanceof RangeError) throw new TunelabError('bad-data', `the run's settings cannot be exported: ${error.message}`);
-    throw error;
-  }
+  // Exactly the config the run trained with: the trainer's defaults fill what the settings panel does not set
+  // (betas, eps, warmup ratio).
+  const full = trainConfigOf(settings, loraConfigOf(settings, config.nLayer));
   const training: RecipeTrainingConfig = {
     learningRate: full.learningRate,
     schedule: full.schedule,

@@ -129,7 +129,8 @@ function settingsError(error: unknown): never {
   throw error;
 }
 
-function trainConfigOf(settings: RunSettings, lora: LoraConfig): TrainConfig {
+/** The engine's TrainConfig of a LoRA run with these settings (also what its recipe exports). */
+export function trainConfigOf(settings: RunSettings, lora: LoraConfig): TrainConfig {
   try {
     return trainConfig({
       learningRate: settings.learningRate,
@@ -151,7 +152,8 @@ function trainConfigOf(settings: RunSettings, lora: LoraConfig): TrainConfig {
   }
 }
 
-function loraConfigOf(settings: RunSettings, layers: number): LoraConfig {
+/** The LoRA config of these settings for a model of `layers` blocks. */
+export function loraConfigOf(settings: RunSettings, layers: number): LoraConfig {
   const { rank, alpha, dropout, rsLora, targets } = settings.lora;
   const selection = settings.lora.layers;
   if (selection !== 'all' && !(Number.isSafeInteger(selection.last) && selection.last >= 1 && selection.last <= layers)) {
