@@ -5,8 +5,9 @@
 // checkpoint and finishes with the same curve. A full disk when a checkpoint is written: the run goes on, the message
 // says what to delete, and the checkpoint saved before stays.
 //
-// The tiny model trains 30 steps in seconds, faster than a test can react: so the tests pause the run once a checkpoint
-// is saved, then reload (or reset the GPU) while it stands mid-run, a few steps past its last checkpoint.
+// The page is reloaded while the run trains, as soon as its first checkpoint is saved (30 steps take several seconds
+// here, a reload starts within milliseconds). The GPU reset is done while the run is paused a few steps past a
+// checkpoint, so that the test, not the scheduler, decides where it happens.
 
 import { describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
@@ -125,10 +126,9 @@ describe('runs that survive reloads and lost GPUs', () => {
       await prepare(page);
       reference = await uninterruptedRun(page);
 
-      // The same run again, reloaded mid-run once a checkpoint is saved.
+      // The same run again, reloaded while it trains, once a checkpoint is saved.
       await page.getByTestId('train-start').click();
-      const saved = await pauseAfterCheckpoint(page);
-      expect(await text(page, 'train-checkpoint')).toContain(`Saved in this browser at step ${saved}`);
+      const saved = await checkpointAtLeast(page, 4);
       await page.reload();
       await workspaceReady(page);
 
@@ -175,6 +175,7 @@ describe('runs that survive reloads and lost GPUs', () => {
       reference ??= await uninterruptedRun(page);
       await page.getByTestId('train-start').click();
       const saved = await pauseAfterCheckpoint(page);
+      expect(await text(page, 'train-checkpoint')).toContain(`Saved in this browser at step ${saved}`);
       await page.getByText('Workshop tools').click();
       await page.getByTestId('simulate-device-loss').click();
       await page.getByTestId('train-resume').click();
