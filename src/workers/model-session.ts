@@ -149,6 +149,8 @@ export interface TrainedAdapter {
   spec: LoraConfig;
   /** The run that trained it (RunRecord.id). */
   runId: string;
+  /** The device its weights live on (after a GPU reset they are gone with it). */
+  gpu: GpuContext;
 }
 
 let trained: (TrainedAdapter & { modelGeneration: number }) | undefined;
@@ -167,8 +169,8 @@ export function setTrainedAdapter(adapter: TrainedAdapter | null): void {
 /** The last run's adapter, or null when there is none or another model has loaded since (it belongs to the old one). */
 export function currentTrainedAdapter(): TrainedAdapter | null {
   if (!trained || trained.modelGeneration !== current?.summary.generation) return null;
-  const { adapter, spec, runId } = trained;
-  return { adapter, spec, runId };
+  const { adapter, spec, runId, gpu } = trained;
+  return { adapter, spec, runId, gpu };
 }
 
 // ---- models from the Hugging Face Hub ------------------------------------------------------------------------------

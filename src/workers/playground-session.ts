@@ -31,6 +31,8 @@ const CHAT_STOP_STRINGS = ['\nUser:'];
 interface ActiveAdapter {
   adapter: LoraAdapter;
   info: AdapterInfo;
+  /** The device its weights live on. */
+  gpu: GpuContext;
 }
 
 interface Slot {
@@ -117,6 +119,7 @@ function activeAdapter(): ActiveAdapter | undefined {
   return {
     adapter: trained.adapter,
     info: adapterInfo(trained.adapter, { source: 'trained', runId: trained.runId, name: '', warnings: [] }),
+    gpu: trained.gpu,
   };
 }
 
@@ -180,6 +183,7 @@ export function importAdapter(gpu: GpuContext, request: AdapterImportRequest): A
   imported = {
     adapter,
     info: adapterInfo(adapter, { source: 'imported', runId: request.runId, name: request.name, warnings: parsed.warnings }),
+    gpu,
   };
   // The trained adapter present now is older than this import.
   seenTrained = currentTrainedAdapter()?.adapter;
@@ -249,7 +253,15 @@ export async function generate(
 
   // The fine-tuned column's generator is bound to the adapter even with the adapter switched off, so switching needs
   // no new generator: "off" runs the same generator without the adapter's kernels.
-  const slotAdapter = request.useAdapter || request.slot === 'right' ? active?.adapter ?? activeAdapter()?.adapter : undefined;
+  const slotActive = request.useAdapter || request.slot === 'right' ? active ?? activeAdapter() : undefined;
+  if (slotActive && slotActive.gpu.lost) {
+    // Its weights went with the GPU device that was reset; the saved run still has them.
+    throw new TunelabError(
+      'device-lost',
+      'the GPU was reset since this adapter was loaded, so its weights are no longer on the GPU; press "Use" on its run in the Runs panel to load it again',
+    );
+  }
+  const slotAdapter = slotActive?.adapter;
   const slot = await slotFor(gpu, request.slot, slotAdapter);
   const controller = new AbortController();
   controllers.get(request.id)?.abort();

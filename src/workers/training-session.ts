@@ -553,7 +553,7 @@ async function train(
     const trainedSteps = resilient.trainer?.step ?? 0;
     if (trainedSteps > 0) {
       adapter = resilient.releaseAdapter();
-      if (adapter) setTrainedAdapter({ adapter, spec: lora, runId });
+      if (adapter) setTrainedAdapter({ adapter, spec: lora, runId, gpu: resilient.gpu! });
     }
     return { status, record: lastRecord, hasAdapter: adapter !== undefined };
   } catch (error) {

@@ -195,8 +195,14 @@ describe('runs that survive reloads and lost GPUs', () => {
       const run = await newestRun(page);
       expect(losses(run)).toEqual(reference!.steps);
       expect(evalLosses(run)).toEqual(reference!.evals);
-      // The playground works on the new device with the run's adapter.
       expect(await page.getByTestId('train-failure').count()).toBe(0);
+      // The playground works on the new device, with the adapter the run made there.
+      await page.waitForSelector('[data-testid="adapter-info"]');
+      await page.getByTestId('playground-prompt').fill('hi 3');
+      await page.getByTestId('generate').click();
+      await page.waitForSelector('[data-testid="playground-columns"][data-running="false"]');
+      expect(await page.getByTestId('answer-base').getAttribute('data-phase')).toBe('done');
+      expect(await page.getByTestId('answer-tuned').getAttribute('data-phase')).toBe('done');
     });
   });
 
