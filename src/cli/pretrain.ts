@@ -14,7 +14,6 @@ import { createHash } from 'node:crypto';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { DataBatcher } from '../engine/data/batches.ts';
 import { firstInvalidUtf8 } from '../engine/data/text.ts';
 import { TunelabError } from '../engine/errors.ts';
 import type { AdapterSummary } from '../engine/gpu/adapter.ts';
@@ -540,8 +539,7 @@ async function runPretrain(values: Values, args: string[]): Promise<number> {
 
     const trainer = await Trainer.create(gpu, {
       model,
-      // The Trainer reads only what TokenBlockBatcher offers of a DataBatcher (see engine/train/pretrain.ts).
-      data: data as unknown as DataBatcher,
+      data,
       config: trainConfigWanted,
       ...(resumeFrom?.kind === 'exact' ? { checkpoint: resumeFrom.checkpoint } : {}),
     });

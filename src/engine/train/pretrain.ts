@@ -17,6 +17,7 @@
 
 import { TunelabError } from '../errors.ts';
 import type { Batch } from '../data/batches.ts';
+import type { TrainingData } from './data-source.ts';
 import { Rng } from '../random.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 
@@ -198,11 +199,10 @@ export interface TokenBatchOptions {
 }
 
 /**
- * Training and validation batches cut from token streams. It offers what the Trainer uses of a DataBatcher
- * (batchSize, sequenceLength, stepsPerEpoch, validationRows, createBatch, trainBatch, validationBatches), and only
- * keeps the two streams: no per-block objects.
+ * Training and validation batches cut from token streams, as TrainingData for the Trainer; it only keeps the two
+ * streams: no per-block objects.
  */
-export class TokenBlockBatcher {
+export class TokenBlockBatcher implements TrainingData {
   readonly batchSize: number;
   readonly sequenceLength: number;
   readonly sampling: BlockSampling;

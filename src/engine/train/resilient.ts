@@ -13,12 +13,12 @@
 
 import { TunelabError } from '../errors.ts';
 import type { GpuContext } from '../gpu/context.ts';
-import type { DataBatcher } from '../data/batches.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { Gpt2Model } from '../model/gpt2.ts';
 import type { LoraAdapter } from '../model/lora.ts';
 import type { ParameterSet } from '../model/weights.ts';
 import type { TrainingCheckpoint } from './checkpoint.ts';
+import type { TrainingData } from './data-source.ts';
 import type { EvalEvent, TrainEvent } from './metrics.ts';
 import { totalTrainingSteps, trainConfig, Trainer, type TrainConfig, type TrainSummary } from './trainer.ts';
 
@@ -36,7 +36,7 @@ export interface ResilientTrainingOptions {
   modelOn?: (gpu: GpuContext) => Gpt2Model;
   /** Whether devices from acquireGpu are the supervisor's to destroy when lost or done (true). */
   ownsAcquiredGpus?: boolean;
-  data: DataBatcher;
+  data: TrainingData;
   /** Training settings (trainer.ts TrainConfig over its defaults). */
   config?: Partial<TrainConfig>;
   /** Continue from this checkpoint (a resumed run); its config, with `config` on top. */

@@ -1,6 +1,7 @@
-// The trainer: fine-tunes a GPT-2 (LoRA, selective or full) on the GPU from a DataBatcher, with AdamW, a learning-rate
-// schedule, gradient accumulation and clipping; evaluates on fixed validation batches every N steps; reports a stream
-// of metric events; can pause, resume and cancel between steps; and saves and restores checkpoints exactly.
+// The trainer: fine-tunes a GPT-2 (LoRA, selective or full) on the GPU from TrainingData (data-source.ts: a
+// DataBatcher, or pretraining's TokenBlockBatcher), with AdamW, a learning-rate schedule, gradient accumulation and
+// clipping; evaluates on fixed validation batches every N steps; reports a stream of metric events; can pause, resume
+// and cancel between steps; and saves and restores checkpoints exactly.
 //
 // One optimizer step = `gradientAccumulationSteps` micro-batches, one submit each (the inputs change between them);
 // the last one also carries the gradient norm, clipping and AdamW updates, so no step ever waits on the GPU. Metrics
@@ -18,13 +19,14 @@
 
 import { TunelabError } from '../errors.ts';
 import type { GpuContext } from '../gpu/context.ts';
-import type { Batch, DataBatcher } from '../data/batches.ts';
+import type { Batch } from '../data/batches.ts';
 import { Gpt2Run, type Gpt2Mode, type Gpt2Model } from '../model/gpt2.ts';
 import { LoraAdapter, loraConfig, type LoraConfig } from '../model/lora.ts';
 import { planTraining, type PlanMode } from '../model/planner.ts';
 import { lr as scheduledLr, lrScheduleConfig, type LrScheduleConfig, type LrScheduleKind } from './schedule.ts';
 import { AdamWOptimizer, GRAD_NORM_RESULT } from './optimizer.ts';
 import type { TrainingCheckpoint } from './checkpoint.ts';
+import type { TrainingData } from './data-source.ts';
 import { perplexity, type EndReason, type EvalEvent, type TrainEvent, type TrainEventListener } from './metrics.ts';
 
 export type TrainMode = 'lora' | 'selective' | 'full';
@@ -44,7 +46,7 @@ export interface TrainConfig {
   epochs: number;
   /** Optimizer steps to run; 0 = as many as `epochs` take (0). */
   maxSteps: number;
-  /** B: rows per micro-batch; must equal the DataBatcher's batch size (8). */
+  /** B: rows per micro-batch; must equal the data's batch size (8). */
   batchSize: number;
   /** Micro-batches per optimizer step; the effective batch is batchSize × this (1). */
   gradientAccumulationSteps: number;
@@ -64,7 +66,7 @@ export interface TrainConfig {
   evalAtStart: boolean;
   /** Validation batches per evaluation, always the same first ones; 0 = all (0). */
   evalBatches: number;
-  /** Seeds LoRA's initialization and dropout (the data order has its own seed in the DataBatcher) (0). */
+  /** Seeds LoRA's initialization and dropout (the data order has its own seed in the data batcher) (0). */
   seed: number;
   /** What trains: a LoRA adapter, the last `lastBlocks` blocks + ln_f, or everything ('lora'). */
   mode: TrainMode;
@@ -181,7 +183,7 @@ export async function evaluateBatches(run: Gpt2Run, batches: readonly Batch[]): 
 
 export interface TrainerOptions {
   model: Gpt2Model;
-  data: DataBatcher;
+  data: TrainingData;
   config?: Partial<TrainConfig>;
   /** For mode lora: the adapter to train (default: a new one, PEFT-initialized from config.seed). */
   adapter?: LoraAdapter;
@@ -298,7 +300,7 @@ export class Trainer {
   private constructor(
     private readonly gpu: GpuContext,
     readonly model: Gpt2Model,
-    readonly data: DataBatcher,
+    readonly data: TrainingData,
     config: TrainConfig,
     adapter: LoraAdapter | undefined,
     private ownsAdapter: boolean,
