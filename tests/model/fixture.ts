@@ -13,6 +13,8 @@ export interface GptLoraFixture {
   config: ModelConfig;
   weights: ParameterSet;
   adapterConfigJson: unknown;
+  /** adapter_model.safetensors as stored, for interop/peft.ts's importPeftAdapter. */
+  adapterModel: Uint8Array;
   /** PEFT-named adapter tensors. */
   adapterTensors: Map<string, Float32Array>;
   expected: SafetensorsFile;
@@ -27,7 +29,8 @@ export interface GptLoraFixture {
 export function loadFixture(): GptLoraFixture {
   const config = parseModelConfig(readFileSync(new URL('model/config.json', DIR), 'utf8'));
   const weights = mapCheckpoint(parseSafetensors(readFileSync(new URL('model/model.safetensors', DIR))), config);
-  const adapterFile = parseSafetensors(readFileSync(new URL('adapter/adapter_model.safetensors', DIR)));
+  const adapterModel = new Uint8Array(readFileSync(new URL('adapter/adapter_model.safetensors', DIR)));
+  const adapterFile = parseSafetensors(adapterModel);
   const adapterTensors = new Map([...adapterFile.tensors.keys()].map((name) => [name, readTensorF32(adapterFile, name)]));
   const expected = parseSafetensors(readFileSync(new URL('expected.safetensors', DIR)));
   const get = (name: string) => readTensorF32(expected, name);
@@ -36,6 +39,7 @@ export function loadFixture(): GptLoraFixture {
     config,
     weights,
     adapterConfigJson: JSON.parse(readFileSync(new URL('adapter/adapter_config.json', DIR), 'utf8')),
+    adapterModel,
     adapterTensors,
     expected,
     B,

@@ -16,15 +16,12 @@ import {
   LoraAdapter,
   initLoraParameters,
   loraConfig,
-  loraConfigFromPeft,
   loraScale,
   loraSites,
-  loraSitesFromTensorNames,
   parseLoraTensorName,
-  peftAdapterConfig,
-  peftTensorName,
   type LoraConfig,
 } from '../../src/engine/model/lora.ts';
+import { adapterModulePath, exportPeftAdapter, importPeftAdapter, peftTensorName } from '../../src/engine/interop/peft.ts';
 import { gpt2ParameterLayout, linearShape, type ParameterSet } from '../../src/engine/model/weights.ts';
 import { Rng } from '../../src/engine/random.ts';
 import {
@@ -54,8 +51,10 @@ beforeAll(async () => {
   gpu = await testGpu();
   fx = loadFixture();
   model = Gpt2Model.create(gpu, fx.config, fx.weights);
-  fixtureLora = loraConfigFromPeft(fx.config, fx.adapterConfigJson, fx.adapterTensors.keys());
-  adapter = LoraAdapter.create(gpu, fx.config, fixtureLora, { tensors: fx.adapterTensors });
+  // The PEFT files go through interop/peft.ts and LoraAdapter.fromPeft, so the fixture also judges that path.
+  const imported = importPeftAdapter(fx.adapterConfigJson as Record<string, unknown>, fx.adapterModel, fx.config);
+  adapter = LoraAdapter.fromPeft(gpu, fx.config, imported);
+  fixtureLora = adapter.config;
 });
 
 afterAll(() => {
@@ -106,39 +105,11 @@ describe('LoRA adapter configuration (CPU)', () => {
     expect(loraScale(loraConfig({ rank: 16, alpha: 32, rsLora: true }))).toBe(8);
   });
 
-  it("maps PEFT's tensor names both ways", () => {
+  it("parses Tunelab's and PEFT's tensor names to the same site", () => {
     const site = { layer: 1, module: 'mlp.c_fc' as const };
-    expect(peftTensorName(site, 'A')).toBe('base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight');
     expect(parseLoraTensorName('base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight')).toEqual({ site, which: 'A' });
     expect(parseLoraTensorName('h.1.mlp.c_fc.lora_B')).toEqual({ site, which: 'B' });
     expect(parseLoraTensorName('base_model.model.transformer.h.1.mlp.c_fc.base_layer.weight')).toBeNull();
-    expect(() => loraSitesFromTensorNames(['h.0.attn.c_attn.lora_A'])).toThrow(/no lora_B/);
-  });
-
-  it("reads the fixture's adapter_config.json (regex targets, layer-specific modules)", () => {
-    const { config: c, adapterConfigJson } = loadFixture();
-    const lora = loraConfigFromPeft(c, adapterConfigJson);
-    expect(names(c, lora)).toEqual(SITES_IN_FIXTURE);
-    expect(lora.rank).toBe(4);
-    expect(loraScale(lora)).toBe(2);
-    expect(lora.dropout).toBe(0);
-  });
-
-  it('reads list targets with layers_to_transform, PEFT suffix matching, and checks them against the tensors', () => {
-    const c = tiny();
-    const json = { peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['c_attn', 'c_proj'], layers_to_transform: [1] };
-    // 'c_proj' is a suffix of both attn.c_proj and mlp.c_proj, as in PEFT.
-    expect(names(c, loraConfigFromPeft(c, json))).toEqual(['h.1.attn.c_attn', 'h.1.attn.c_proj', 'h.1.mlp.c_proj']);
-    expect(() => loraConfigFromPeft(c, json, ['h.1.attn.c_attn.lora_A', 'h.1.attn.c_attn.lora_B'])).toThrow(/disagree/);
-    expect(() => loraConfigFromPeft(c, { ...json, target_modules: ['q_proj'] })).toThrow(/selects no linear layer/);
-  });
-
-  it('writes an adapter_config.json that reads back to the same sites', () => {
-    const c = tiny();
-    const lora = loraConfig({ rank: 4, alpha: 8, sites: [{ layer: 0, module: 'attn.c_attn' }, { layer: 2, module: 'mlp.c_proj' }] });
-    const back = loraConfigFromPeft(c, JSON.parse(JSON.stringify(peftAdapterConfig(c, lora))));
-    expect(names(c, back)).toEqual(names(c, lora));
-    expect(loraScale(back)).toBe(loraScale(lora));
   });
 
   it("initializes like PEFT: A uniform in ±1/√in (seeded), B zero", () => {
@@ -164,6 +135,24 @@ describe('LoRA adapter configuration (CPU)', () => {
 });
 
 describe('GPT-2 on WebGPU against the PyTorch fixture', () => {
+  it("LoraAdapter.fromPeft keeps the PEFT adapter's exact sites, and toPeft → PEFT files → fromPeft gives it back", async () => {
+    expect(adapter.sites.map((s) => adapterModulePath(s.layer, s.module))).toEqual(SITES_IN_FIXTURE);
+    expect(adapter.config.rank).toBe(4);
+    expect(adapter.scale).toBe(2);
+    expect(adapter.config.dropout).toBe(0);
+    expect(await adapter.read('peft')).toEqual(fx.adapterTensors);
+    const { spec, tensors } = await adapter.toPeft('fixture');
+    const files = exportPeftAdapter(spec, tensors, fx.config);
+    const back = LoraAdapter.fromPeft(gpu, fx.config, importPeftAdapter(files.adapterConfigJson, files.adapterModel, fx.config));
+    try {
+      expect(back.sites).toEqual(adapter.sites);
+      expect(back.scale).toBe(adapter.scale);
+      expect(await back.read()).toEqual(await adapter.read());
+    } finally {
+      back.destroy();
+    }
+  });
+
   it('base model: logits and masked loss', async () => {
     await withRun({ mode: { kind: 'inference' }, keepLogits: true }, async (run) => {
       const { metrics } = await stepOnce(run);
@@ -189,7 +178,7 @@ describe('GPT-2 on WebGPU against the PyTorch fixture', () => {
       expect(run.plan.bytesByPurpose.gradients).toBe(adapter.layout.totalElements * 4);
       for (const [name, grad] of grads) {
         const { site, which } = parseLoraTensorName(name)!;
-        expectClose(grad, fx.get(`grad.${peftTensorName(site, which)}`), GRADS, name);
+        expectClose(grad, fx.get(`grad.${peftTensorName(adapterModulePath(site.layer, site.module), which)}`), GRADS, name);
       }
       // The same step's metrics also arrive through the readback ring.
       const ring = await run.flushMetrics();

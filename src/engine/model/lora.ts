@@ -4,12 +4,13 @@
 //
 // An adapted Conv1D computes y = x·W + b + scale·(dropout(x)·Aᵀ)·Bᵀ with scale = alpha/R (alpha/√R for rsLoRA).
 // PEFT names the tensors `base_model.model.transformer.h.N.<module>.lora_A.weight`; inside Tunelab they are
-// `h.N.<module>.lora_A` (the names the memory planner uses). PEFT's files themselves are read and written by
-// interop/peft.ts; LoraAdapter.fromPeft and toPeft convert between its neutral form and an adapter on the GPU.
+// `h.N.<module>.lora_A` (the names the memory planner uses). Everything about PEFT's files (adapter_config.json,
+// tensor names, module selection) lives in interop/peft.ts; LoraAdapter.fromPeft and toPeft only convert between its
+// neutral form (AdapterSpec, AdapterTensors) and an adapter on the GPU.
 
 import { TunelabError } from '../errors.ts';
 import type { GpuContext, GpuTensor } from '../gpu/context.ts';
-import type { AdapterSpec, AdapterTensors } from '../interop/peft.ts';
+import { adapterModulePath, peftTensorName, type AdapterSpec, type AdapterTensors } from '../interop/peft.ts';
 import { LORA_MAX_RANK } from '../ops/lora.ts';
 import { Rng } from '../random.ts';
 import type { ModelConfig } from './config.ts';
@@ -157,13 +158,6 @@ export function loraTensorName(site: LoraSite, which: 'A' | 'B'): string {
   return `h.${site.layer}.${site.module}.lora_${which}`;
 }
 
-const PEFT_PREFIX = 'base_model.model.transformer.';
-
-/** 'base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight' */
-export function peftTensorName(site: LoraSite, which: 'A' | 'B'): string {
-  return `${PEFT_PREFIX}${loraTensorName(site, which)}.weight`;
-}
-
 const TENSOR_NAME = /^(?:base_model\.model\.)?(?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_(A|B)(?:\.weight)?$/;
 
 /** The site and matrix a PEFT or Tunelab LoRA tensor name refers to, or null for any other name. */
@@ -171,119 +165,6 @@ export function parseLoraTensorName(name: string): { site: LoraSite; which: 'A' 
   const match = TENSOR_NAME.exec(name);
   if (!match) return null;
   return { site: { layer: Number(match[1]), module: match[2] as LinearModule }, which: match[3] as 'A' | 'B' };
-}
-
-/** The sites named by a set of adapter tensor names (each site needs both its A and its B). */
-export function loraSitesFromTensorNames(names: Iterable<string>): LoraSite[] {
-  const seen = new Map<string, { site: LoraSite; a: boolean; b: boolean }>();
-  for (const name of names) {
-    const parsed = parseLoraTensorName(name);
-    if (!parsed) continue;
-    const key = `${parsed.site.layer}.${parsed.site.module}`;
-    const entry = seen.get(key) ?? { site: parsed.site, a: false, b: false };
-    if (parsed.which === 'A') entry.a = true;
-    else entry.b = true;
-    seen.set(key, entry);
-  }
-  for (const { site, a, b } of seen.values()) {
-    if (!a || !b) throw badAdapter(`h.${site.layer}.${site.module} has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`);
-  }
-  return [...seen.values()].map((e) => e.site);
-}
-
-/** Whether PEFT's `target_modules` entry `key` selects the module at `path` (PEFT: exact name or `.key` suffix). */
-function peftKeyMatches(key: string, path: string): boolean {
-  return path === key || path.endsWith(`.${key}`);
-}
-
-/**
- * A LoraConfig from PEFT's adapter_config.json. `target_modules` may be a list of module-name suffixes (with
- * `layers_to_transform`) or a regex string matched against whole module paths; the sites always come out explicit.
- * When `tensorNames` (the adapter's tensors) are given, they must name exactly the same sites.
- */
-export function loraConfigFromPeft(model: ModelConfig, json: unknown, tensorNames?: Iterable<string>): LoraConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badAdapter('adapter_config.json is not a JSON object');
-  const c = json as Record<string, unknown>;
-  if (c.peft_type !== undefined && c.peft_type !== 'LORA') throw badAdapter(`peft_type ${JSON.stringify(c.peft_type)} is not LORA`);
-  const rank = c.r;
-  const alpha = c.lora_alpha ?? rank;
-  if (typeof rank !== 'number' || typeof alpha !== 'number') throw badAdapter('adapter_config.json needs numbers r and lora_alpha');
-  if (c.bias !== undefined && c.bias !== 'none') throw badAdapter(`bias "${String(c.bias)}" is not supported (only "none")`);
-
-  const paths: { site: LoraSite; path: string }[] = [];
-  for (let layer = 0; layer < model.nLayer; layer++) {
-    for (const module of LINEAR_MODULES) paths.push({ site: { layer, module }, path: `transformer.h.${layer}.${module}` });
-  }
-  let selected: LoraSite[];
-  const targets = c.target_modules;
-  if (typeof targets === 'string') {
-    let pattern: RegExp;
-    try {
-      pattern = new RegExp(`^(?:${targets})$`);
-    } catch {
-      throw badAdapter(`target_modules ${JSON.stringify(targets)} is not a regular expression Tunelab can read`);
-    }
-    selected = paths.filter((p) => pattern.test(p.path)).map((p) => p.site);
-  } else if (Array.isArray(targets) && targets.every((t) => typeof t === 'string')) {
-    const layersField = c.layers_to_transform;
-    const layers =
-      layersField === undefined || layersField === null
-        ? null
-        : new Set(typeof layersField === 'number' ? [layersField] : (layersField as number[]));
-    selected = paths
-      .filter((p) => (!layers || layers.has(p.site.layer)) && (targets as string[]).some((key) => peftKeyMatches(key, p.path)))
-      .map((p) => p.site);
-  } else {
-    throw badAdapter('target_modules must be a list of module names or a regular expression');
-  }
-  if (!selected.length) throw badAdapter(`target_modules ${JSON.stringify(targets)} selects no linear layer of this GPT-2`);
-
-  if (tensorNames) {
-    const fromTensors = loraSitesFromTensorNames(tensorNames);
-    const key = (s: LoraSite) => `h.${s.layer}.${s.module}`;
-    const a = new Set(selected.map(key));
-    const b = new Set(fromTensors.map(key));
-    const missing = [...a].filter((k) => !b.has(k));
-    const extra = [...b].filter((k) => !a.has(k));
-    if (missing.length || extra.length) {
-      throw badAdapter(
-        `adapter_config.json and the adapter's tensors disagree` +
-          (missing.length ? `; no tensors for ${missing.join(', ')}` : '') +
-          (extra.length ? `; tensors for unconfigured ${extra.join(', ')}` : ''),
-      );
-    }
-  }
-  return loraConfig({
-    rank,
-    alpha,
-    dropout: typeof c.lora_dropout === 'number' ? c.lora_dropout : 0,
-    rsLora: c.use_rslora === true,
-    targets: LORA_TARGETS.filter((t) => selected.some((s) => s.module === TARGET_MODULE[t])),
-    layers: [...new Set(selected.map((s) => s.layer))],
-    sites: selected,
-  });
-}
-
-/** PEFT's adapter_config.json for an adapter (regex target_modules, so any set of sites round-trips). */
-export function peftAdapterConfig(model: ModelConfig, lora: LoraConfig, baseModel = ''): Record<string, unknown> {
-  const sites = loraSites(model, lora);
-  const escaped = (path: string) => path.replace(/\./g, '\\.');
-  return {
-    peft_type: 'LORA',
-    task_type: 'CAUSAL_LM',
-    base_model_name_or_path: baseModel,
-    r: lora.rank,
-    lora_alpha: lora.alpha,
-    lora_dropout: lora.dropout,
-    target_modules: sites.map((s) => escaped(`transformer.h.${s.layer}.${s.module}`)).join('|'),
-    layers_to_transform: null,
-    fan_in_fan_out: true,
-    bias: 'none',
-    use_rslora: lora.rsLora,
-    init_lora_weights: true,
-    modules_to_save: null,
-    inference_mode: true,
-  };
 }
 
 /** A (R,in) and B (out,R) of every site, in site order. */
@@ -463,7 +344,7 @@ export class LoraAdapter {
     const out = new Map<string, Float32Array>();
     for (const e of this.layout.entries) {
       const parsed = parseLoraTensorName(e.name)!;
-      const name = names === 'peft' ? peftTensorName(parsed.site, parsed.which) : e.name;
+      const name = names === 'peft' ? peftTensorName(adapterModulePath(parsed.site.layer, parsed.site.module), parsed.which) : e.name;
       out.set(name, flat.slice(e.offset, e.offset + e.elementCount));
     }
     return out;
