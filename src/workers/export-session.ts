@@ -25,7 +25,7 @@ import type { GpuContext } from '../engine/gpu/context.ts';
 import { huggingFaceCheckpoint, mergeAdapter, type WeightMap } from '../engine/interop/merge.ts';
 import { exportGpt2Onnx } from '../engine/interop/onnx.ts';
 import { importPeftAdapter, type AdapterSpec, type AdapterTarget, type ImportedAdapter } from '../engine/interop/peft.ts';
-import { exportRunRecipe, zipRunRecipe, type RecipeTrainingConfig } from '../engine/interop/recipe.ts';
+import { exportRunRecipe, recipeTrainingConfig, zipRunRecipe } from '../engine/interop/recipe.ts';
 import { LoraAdapter, loraConfig, loraLayers, type LoraSite } from '../engine/model/lora.ts';
 import { parameterView, type LinearModule } from '../engine/model/weights.ts';
 import { trainConfig } from '../engine/train/trainer.ts';
@@ -248,24 +248,7 @@ export function recipeZip(request: RecipeRequest): Uint8Array {
   // Exactly the config the run trained with: the trainer's defaults fill what the settings panel does not set
   // (betas, eps, warmup ratio).
   const full = trainConfigOf(settings, loraConfigOf(settings, config.nLayer));
-  const training: RecipeTrainingConfig = {
-    learningRate: full.learningRate,
-    schedule: full.schedule,
-    warmupSteps: full.warmupSteps,
-    warmupRatio: full.warmupRatio,
-    minLrRatio: full.minLrRatio,
-    epochs: full.epochs,
-    maxSteps: full.maxSteps,
-    batchSize: full.batchSize,
-    gradientAccumulationSteps: full.gradientAccumulationSteps,
-    maxGradNorm: full.maxGradNorm,
-    weightDecay: full.weightDecay,
-    beta1: full.beta1,
-    beta2: full.beta2,
-    eps: full.eps,
-    seed: full.seed,
-    evalEvery: full.evalEvery,
-  };
+  const training = recipeTrainingConfig(full);
   let files;
   try {
     files = exportRunRecipe({

@@ -24,11 +24,13 @@ import {
   exportRunRecipe,
   pythonString,
   RECIPE_PACKAGES,
+  recipeTrainingConfig,
   zipRunRecipe,
   type RecipeTrainingConfig,
   type RunRecipeInput,
 } from '../../src/engine/interop/recipe.ts';
 import { byteLevelTokenizer } from '../../src/engine/tokenizer/index.ts';
+import { DEFAULT_TRAIN_CONFIG, trainConfig } from '../../src/engine/train/trainer.ts';
 
 const PYTHON = '/usr/bin/python3';
 const origin = (index: number) => ({ source: 'train' as const, line: index + 1, index });
@@ -199,6 +201,14 @@ describe('exportRunRecipe', () => {
       expect(source).toContain(name);
     }
     expect(source).toContain('trainer.save_model(OUTPUT_DIR)');
+  });
+
+  it("takes its settings from the trainer's TrainConfig: every field but the run's evaluation timing and mode", () => {
+    const full = trainConfig({ ...TRAINING, evalAtStart: false, evalBatches: 3, lora: { rank: 4 } });
+    expect(recipeTrainingConfig(full)).toEqual(TRAINING);
+    const left = Object.keys(DEFAULT_TRAIN_CONFIG).filter((key) => !(key in recipeTrainingConfig(DEFAULT_TRAIN_CONFIG)));
+    expect(left.sort()).toEqual(['evalAtStart', 'evalBatches', 'lastBlocks', 'lora', 'mode']);
+    expect(text(exportRunRecipe({ ...INPUT, training: recipeTrainingConfig(full) }), 'train.py')).toBe(text(files, 'train.py'));
   });
 
   it('explains in the README how to install, run and import back', () => {

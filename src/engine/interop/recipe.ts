@@ -15,32 +15,21 @@ import { zipSync } from 'fflate';
 import { TunelabError } from '../errors.ts';
 import type { Example } from '../data/examples.ts';
 import { exampleSegments, renderSegments, resolveTemplate, type ChatTemplate, type TrainOn } from '../data/template.ts';
-import type { LrScheduleKind } from '../train/schedule.ts';
+import type { TrainConfig } from '../train/trainer.ts';
 import { ADAPTER_TARGETS, type AdapterSpec } from './peft.ts';
 
-/** The training settings a recipe carries; the field names are the trainer's TrainConfig's, so it can be passed as is. */
-export interface RecipeTrainingConfig {
-  learningRate: number;
-  schedule: LrScheduleKind;
-  warmupSteps: number;
-  warmupRatio: number;
-  minLrRatio: number;
-  /** May be fractional; ignored when maxSteps > 0. */
-  epochs: number;
-  /** 0 = as many as `epochs` take. */
-  maxSteps: number;
-  batchSize: number;
-  gradientAccumulationSteps: number;
-  /** 0 = no clipping. */
-  maxGradNorm: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  seed: number;
-  /** Evaluate every N optimizer steps; 0 = only at the end. */
-  evalEvery: number;
-}
+/**
+ * The trainer's settings the recipe leaves out: evaluation timing that only shapes Tunelab's curve (the script
+ * evaluates every EVAL_EVERY steps with TRL), and what trains, which the recipe's AdapterSpec says (always LoRA).
+ */
+const NOT_IN_RECIPE = ['evalAtStart', 'evalBatches', 'mode', 'lastBlocks', 'lora'] as const satisfies readonly (keyof TrainConfig)[];
+
+/**
+ * The training settings a recipe carries: every field of the trainer's TrainConfig but NOT_IN_RECIPE, with the same
+ * names and meanings, so a field added to TrainConfig is one here too and train.py must say how to write it
+ * (TRAINING_CONSTANTS) before this compiles.
+ */
+export type RecipeTrainingConfig = Omit<TrainConfig, (typeof NOT_IN_RECIPE)[number]>;
 
 export interface RunRecipeInput {
   /** What from_pretrained loads: a Hub id ('openai-community/gpt2', 'distilgpt2') or a folder; '' = adapter.baseModel. */
@@ -168,6 +157,48 @@ function schedulerFor(t: RecipeTrainingConfig): Scheduler {
   }
 }
 
+/**
+ * train.py's constant lines for each training setting, in the script's order. Its type names every field of
+ * RecipeTrainingConfig, so a setting cannot be carried without being written.
+ */
+const TRAINING_CONSTANTS: { readonly [K in keyof RecipeTrainingConfig]-?: (t: RecipeTrainingConfig) => readonly string[] } = {
+  learningRate: (t) => [`LEARNING_RATE = ${pythonFloat(t.learningRate, 'learningRate')}  # the peak, reached after warmup`],
+  schedule: (t) => {
+    const scheduler = schedulerFor(t);
+    return [`LR_SCHEDULER_TYPE = ${pythonString(scheduler.type)}  # ${scheduler.note}`, `LR_SCHEDULER_KWARGS = ${scheduler.kwargs}`];
+  },
+  // The floor is part of the scheduler's kwargs (schedulerFor).
+  minLrRatio: () => [],
+  warmupSteps: (t) => [`WARMUP_STEPS = ${pythonInt(t.warmupSteps, 'warmupSteps', 0)}  # when 0, WARMUP_RATIO of the optimizer steps`],
+  warmupRatio: (t) => [`WARMUP_RATIO = ${pythonFloat(t.warmupRatio, 'warmupRatio')}`],
+  epochs: (t) => [`EPOCHS = ${pythonFloat(t.epochs, 'epochs')}`],
+  maxSteps: (t) => [`MAX_STEPS = ${pythonInt(t.maxSteps, 'maxSteps', 0)}  # 0: as many as EPOCHS take`],
+  batchSize: (t) => [`BATCH_SIZE = ${pythonInt(t.batchSize, 'batchSize', 1)}  # rows per micro-batch (per GPU)`],
+  gradientAccumulationSteps: (t) => [
+    `GRADIENT_ACCUMULATION_STEPS = ${pythonInt(t.gradientAccumulationSteps, 'gradientAccumulationSteps', 1)}`,
+  ],
+  maxGradNorm: (t) => [`MAX_GRAD_NORM = ${pythonFloat(t.maxGradNorm, 'maxGradNorm')}  # 0: no clipping`],
+  weightDecay: (t) => [`WEIGHT_DECAY = ${pythonFloat(t.weightDecay, 'weightDecay')}`],
+  beta1: (t) => [`ADAM_BETA1 = ${pythonFloat(t.beta1, 'beta1')}`],
+  beta2: (t) => [`ADAM_BETA2 = ${pythonFloat(t.beta2, 'beta2')}`],
+  eps: (t) => [`ADAM_EPSILON = ${pythonFloat(t.eps, 'eps')}`],
+  seed: (t) => [`SEED = ${pythonInt(t.seed, 'seed', 0)}`],
+  evalEvery: (t) => [
+    `EVAL_EVERY = ${pythonInt(t.evalEvery, 'evalEvery', 0)}  # optimizer steps between validation losses; 0: at the end only`,
+  ],
+};
+
+const RECIPE_TRAINING_KEYS = Object.keys(TRAINING_CONSTANTS) as (keyof RecipeTrainingConfig)[];
+
+function trainingConstants(t: RecipeTrainingConfig): string {
+  return RECIPE_TRAINING_KEYS.flatMap((key) => TRAINING_CONSTANTS[key](t)).join('\n');
+}
+
+/** The recipe's part of a full training config (a run's TrainConfig, as trainConfig() completed it). */
+export function recipeTrainingConfig(config: TrainConfig): RecipeTrainingConfig {
+  return Object.fromEntries(RECIPE_TRAINING_KEYS.map((key) => [key, config[key]])) as unknown as RecipeTrainingConfig;
+}
+
 function checkInput(input: RunRecipeInput): void {
   const t = input.training;
   if (!(t.epochs > 0) && !(t.maxSteps > 0)) throw new RangeError('recipe: epochs or maxSteps must be above 0');
@@ -211,7 +242,6 @@ function trainPy(input: RunRecipeInput, modelId: string, runName: string): strin
   const a = input.adapter;
   const template = resolveTemplate(input.template);
   const trainOn = input.trainOn ?? 'completions';
-  const scheduler = schedulerFor(t);
   const example = templateExample(template);
   const targets = ADAPTER_TARGETS.filter((m) => a.targetModules.includes(m));
   const layers = a.layers === null ? 'None' : `[${[...new Set(a.layers)].sort((x, y) => x - y).map((l) => pythonInt(l, 'LoRA layer', 0)).join(', ')}]`;
@@ -240,22 +270,7 @@ OUTPUT_DIR = os.path.join(HERE, "adapter")
 
 # ---- The run's settings, as Tunelab had them ----------------------------------------------------------------------
 MAX_LENGTH = ${pythonInt(input.maxSequenceLength, 'maxSequenceLength', 2)}  # tokens per row; longer examples lose their end
-LEARNING_RATE = ${pythonFloat(t.learningRate, 'learningRate')}  # the peak, reached after warmup
-LR_SCHEDULER_TYPE = ${pythonString(scheduler.type)}  # ${scheduler.note}
-LR_SCHEDULER_KWARGS = ${scheduler.kwargs}
-WARMUP_STEPS = ${pythonInt(t.warmupSteps, 'warmupSteps', 0)}  # when 0, WARMUP_RATIO of the optimizer steps
-WARMUP_RATIO = ${pythonFloat(t.warmupRatio, 'warmupRatio')}
-EPOCHS = ${pythonFloat(t.epochs, 'epochs')}
-MAX_STEPS = ${pythonInt(t.maxSteps, 'maxSteps', 0)}  # 0: as many as EPOCHS take
-BATCH_SIZE = ${pythonInt(t.batchSize, 'batchSize', 1)}  # rows per micro-batch (per GPU)
-GRADIENT_ACCUMULATION_STEPS = ${pythonInt(t.gradientAccumulationSteps, 'gradientAccumulationSteps', 1)}
-MAX_GRAD_NORM = ${pythonFloat(t.maxGradNorm, 'maxGradNorm')}  # 0: no clipping
-WEIGHT_DECAY = ${pythonFloat(t.weightDecay, 'weightDecay')}
-ADAM_BETA1 = ${pythonFloat(t.beta1, 'beta1')}
-ADAM_BETA2 = ${pythonFloat(t.beta2, 'beta2')}
-ADAM_EPSILON = ${pythonFloat(t.eps, 'eps')}
-SEED = ${pythonInt(t.seed, 'seed', 0)}
-EVAL_EVERY = ${pythonInt(t.evalEvery, 'evalEvery', 0)}  # optimizer steps between validation losses; 0: at the end only
+${trainingConstants(t)}
 PACKING = ${pythonBool(input.packing ?? false)}
 TRAIN_ON = ${pythonString(trainOn)}  # "completions": only answers count for the loss; "all": every token
 
