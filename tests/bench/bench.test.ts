@@ -128,9 +128,17 @@ describe('tunelab bench', () => {
     expect(errors.join('')).toMatch(/unknown bench 'nonsense'/);
   });
 
-  test('matmul: one record per layout with GFLOP/s', async () => {
+  test('matmul: one record per layout and weight precision with GFLOP/s and the kernel that ran', async () => {
     const out = await records(['matmul', '--m', '8', '--n', '12', '--k', '20', '--layout', 'all', '--iters', '1', '--warmup', '0']);
-    expect(out.map((r) => r.layout)).toEqual(['forward', 'backward-input', 'backward-weight']);
+    expect(out.map((r) => `${r.layout} ${r.precision}`)).toEqual([
+      'forward f32',
+      'forward f16-weights',
+      'backward-input f32',
+      'backward-input f16-weights',
+      'backward-weight f32',
+    ]);
+    // K and N multiples of 4 → vec4 loads; 8 output rows → the short 16×64 tile.
+    expect(out[0].kernel).toBe('tiled vec4 16×64×16, 4×4 per thread');
     for (const r of out) {
       expectCommon(r, 'matmul');
       expectTimed(r, 1);

@@ -1,8 +1,11 @@
 // Matmul benchmark: the f32 linear-layer kernels (ops/matmul.ts) in the three training layouts, at the shapes of a
-// GPT-2 small training step (M = B·T = 2048 tokens) and at 4096³, in GFLOP/s (2·M·N·K per product).
+// GPT-2 small training step (M = B·T = 2048 tokens) and at 4096³, in GFLOP/s (2·M·N·K per product). The two layouts
+// that read a frozen weight (forward, backward-input) are also timed with the weight stored as packed f16
+// (ops/matmul-f16.ts; precision "f16-weights", f32 arithmetic). Each record names the kernel and tiles that ran.
 
 import type { GpuContext } from '../gpu/context.ts';
-import { matmulBackwardInput, matmulBackwardWeight, matmulForward, type MatmulShape } from '../ops/matmul.ts';
+import { matmulBackwardInput, matmulBackwardWeight, matmulForward, planMatmul, type MatmulPlan, type MatmulShape } from '../ops/matmul.ts';
+import { matmulBackwardInputF16W, matmulForwardF16W, uploadF16Weights } from '../ops/matmul-f16.ts';
 import { Rng } from '../random.ts';
 import { randomValues } from './attention.ts';
 import { recordBase, round, timingFields, type BenchRecord, type RunCounts } from './records.ts';
@@ -21,7 +24,14 @@ export function gpt2MatmulShapes(M: number): MatmulShape[] {
   ];
 }
 
-/** Times every (shape, layout) and returns one record each. `scaled` marks shapes shrunk for a software adapter. */
+/** "tiled vec4 128×128×8, 8×8 per thread" or "rows 4": what a record's kernel was. */
+export function describeMatmulPlan(plan: MatmulPlan): string {
+  if (plan.kernel === 'rows') return `rows ${plan.rows}`;
+  const t = plan.tiles;
+  return `tiled${plan.vec4 ? ' vec4' : ''} ${t.TILE_ROWS}×${t.TILE_COLS}×${t.TILE_DEPTH}, ${t.THREAD_ROWS}×${t.THREAD_COLS} per thread`;
+}
+
+/** Times every (shape, layout) and returns one record each (two for the layouts that read a frozen weight). `scaled` marks shapes shrunk for a software adapter. */
 export async function benchMatmul(
   gpu: GpuContext,
   shapes: readonly MatmulShape[],
@@ -33,37 +43,53 @@ export async function benchMatmul(
   const records: BenchRecord[] = [];
   for (const shape of shapes) {
     const { M, N, K } = shape;
+    const weightValues = randomValues(rng, K * N);
     const t = {
       inp: gpu.upload(randomValues(rng, M * K), 'bench.inp'),
-      weight: gpu.upload(randomValues(rng, K * N), 'bench.weight'),
+      weight: gpu.upload(weightValues, 'bench.weight'),
       bias: gpu.upload(randomValues(rng, N), 'bench.bias'),
       out: gpu.tensor(M * N, 'bench.out'),
     };
+    const packed = uploadF16Weights(gpu, Float32Array.from(weightValues), K, N, 'bench.weight.f16');
     try {
       for (const layout of layouts) {
         // Backward layouts reuse the same buffers: out plays dout, inp plays dinp, weight plays dweight.
-        const dispatch =
+        const variants =
           layout === 'forward'
-            ? await matmulForward(gpu, t, shape)
+            ? [
+                { precision: 'f32', make: () => matmulForward(gpu, t, shape) },
+                { precision: 'f16-weights', make: () => matmulForwardF16W(gpu, { ...t, weight: packed }, shape) },
+              ]
             : layout === 'backward-input'
-              ? await matmulBackwardInput(gpu, { dinp: t.inp, dout: t.out, weight: t.weight }, shape)
-              : await matmulBackwardWeight(gpu, { dweight: t.weight, inp: t.inp, dout: t.out }, shape);
-        try {
-          const timing = await timeDispatches(gpu, [dispatch], counts);
-          records.push({
-            ...recordBase(gpu, 'matmul', scaled),
-            precision: 'f32',
-            layout,
-            shape: { M, N, K },
-            ...timingFields(timing, counts),
-            gflops: round((2 * M * N * K) / (timing.ms * 1e6)),
-          });
-        } finally {
-          dispatch.release();
+              ? [
+                  { precision: 'f32', make: () => matmulBackwardInput(gpu, { dinp: t.inp, dout: t.out, weight: t.weight }, shape) },
+                  {
+                    precision: 'f16-weights',
+                    make: () => matmulBackwardInputF16W(gpu, { dinp: t.inp, dout: t.out, weight: packed }, shape),
+                  },
+                ]
+              : [{ precision: 'f32', make: () => matmulBackwardWeight(gpu, { dweight: t.weight, inp: t.inp, dout: t.out }, shape) }];
+        for (const { precision, make } of variants) {
+          const dispatch = await make();
+          try {
+            const timing = await timeDispatches(gpu, [dispatch], counts);
+            records.push({
+              ...recordBase(gpu, 'matmul', scaled),
+              precision,
+              layout,
+              shape: { M, N, K },
+              kernel: precision === 'f32' ? describeMatmulPlan(planMatmul(layout, shape)) : 'tiled, f16 weights unpacked into f32 tiles',
+              ...timingFields(timing, counts),
+              gflops: round((2 * M * N * K) / (timing.ms * 1e6)),
+            });
+          } finally {
+            dispatch.release();
+          }
         }
       }
     } finally {
       for (const tensor of Object.values(t)) gpu.free(tensor);
+      gpu.free(packed.packed);
     }
   }
   return records;
