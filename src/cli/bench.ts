@@ -29,7 +29,7 @@ interface BenchEntry {
 }
 
 const COMMON = ['iters', 'warmup'] as const;
-const FLAGS = ['quick', 'json'] as const;
+const FLAGS = ['quick', 'json', 'f16-weights'] as const;
 const STEP_OPTIONS = ['layers', 'width', 'heads', 'vocab', 'positions', 'batch', 'seq', 'rank'] as const;
 
 const benches: Record<string, BenchEntry> = {
@@ -51,10 +51,11 @@ const benches: Record<string, BenchEntry> = {
   },
   step: {
     usage:
-      'step [--layers L --width C --heads NH --vocab V --positions P --batch B --seq T --rank R]\n' +
+      'step [--layers L --width C --heads NH --vocab V --positions P --batch B --seq T --rank R] [--f16-weights]\n' +
       '    one LoRA training step (forward, backward, clip, AdamW; one submit), ms and tokens/s. Default GPT-2 small\n' +
       '    (12 layers, 768 wide, 12 heads, vocabulary 50257), batch 8 × 256, rank 8 on c_attn, random weights;\n' +
-      '    on SwiftShader 2 layers, 64 wide, 4 heads, vocabulary 512, batch 2 × 32 ("scaled": true).',
+      '    on SwiftShader 2 layers, 64 wide, 4 heads, vocabulary 512, batch 2 × 32 ("scaled": true).\n' +
+      '    --f16-weights stores the frozen Conv1D weights as packed f16 (half their memory, f32 arithmetic).',
     valued: [...COMMON, ...STEP_OPTIONS],
     prepare: (options) => prepareStep(options, 'step'),
   },
@@ -65,8 +66,9 @@ const benches: Record<string, BenchEntry> = {
   },
   generate: {
     usage:
-      'generate [--prompt N --new-tokens N] [model options as for step]\n' +
-      '    batch 1 greedy generation with the KV cache, tokens/s (128 new tokens after a 16-token prompt).',
+      'generate [--prompt N --new-tokens N] [model options as for step] [--f16-weights]\n' +
+      '    batch 1 greedy generation with the KV cache, tokens/s (128 new tokens after a 16-token prompt);\n' +
+      '    --f16-weights as for step.',
     valued: [...COMMON, 'prompt', 'new-tokens', 'layers', 'width', 'heads', 'vocab', 'positions'],
     prepare: prepareGenerate,
   },
@@ -104,7 +106,11 @@ export async function runBench(args: string[], emit: Emit): Promise<number> {
   }
   let prepared: Prepared;
   try {
-    prepared = entry.prepare(parseOptions(rest, entry.valued, FLAGS));
+    const options = parseOptions(rest, entry.valued, FLAGS);
+    if (options.has('f16-weights') && !['step', 'memory', 'generate', 'all'].includes(what)) {
+      throw new UsageError('--f16-weights applies to the model benches (step, memory, generate), not to single kernels');
+    }
+    prepared = entry.prepare(options);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     process.stderr.write(`tunelab bench ${what}: ${error.message}\n  tunelab bench ${entry.usage}\n`);
@@ -249,8 +255,8 @@ function prepareStep(options: Map<string, string>, what: 'step' | 'memory'): Pre
       const scaled = !sameShape(config, GPT2_SMALL_STEP);
       const records =
         what === 'step'
-          ? await benchStep(gpu, config, runCounts(options, slow, { warmup: 3, iters: 10 }), scaled)
-          : await benchMemory(gpu, config, scaled);
+          ? await benchStep(gpu, config, runCounts(options, slow, { warmup: 3, iters: 10 }), scaled, frozenWeightsOf(options))
+          : await benchMemory(gpu, config, scaled, frozenWeightsOf(options));
       for (const r of records) emit(r);
     },
   };
@@ -269,9 +275,15 @@ function prepareGenerate(options: Map<string, string>): Prepared {
       const slow = isSwiftShader(gpu);
       const config = stepConfig(options, slow ? SCALED_STEP : GPT2_SMALL_STEP, tokens);
       const scaled = !sameShape(config, GPT2_SMALL_STEP);
-      for (const r of await benchGenerate(gpu, config, generation, runCounts(options, slow, { warmup: 1, iters: 5 }), scaled)) emit(r);
+      const counts = runCounts(options, slow, { warmup: 1, iters: 5 });
+      for (const r of await benchGenerate(gpu, config, generation, counts, scaled, frozenWeightsOf(options))) emit(r);
     },
   };
+}
+
+/** --f16-weights: the frozen Conv1D weights as packed f16. */
+function frozenWeightsOf(options: Map<string, string>): 'f32' | 'f16' {
+  return options.has('f16-weights') ? 'f16' : 'f32';
 }
 
 function sameShape<T extends object>(a: T, b: T): boolean {

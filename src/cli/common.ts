@@ -12,7 +12,7 @@ import { GpuContext } from '../engine/gpu/context.ts';
 import { nodeGpu } from '../engine/gpu/node.ts';
 import { importPeftAdapter } from '../engine/interop/peft.ts';
 import type { ModelConfig } from '../engine/model/config.ts';
-import { Gpt2Model } from '../engine/model/gpt2.ts';
+import { Gpt2Model, type Gpt2ModelOptions } from '../engine/model/gpt2.ts';
 import { loadModel, type LoadedModel, type ModelSource } from '../engine/model/load.ts';
 import { LoraAdapter } from '../engine/model/lora.ts';
 import { Tokenizer } from '../engine/tokenizer/index.ts';
@@ -210,15 +210,18 @@ export interface CliModel {
   template?: ChatTemplate;
 }
 
-/** Loads a model directory (config.json, model.safetensors, tokenizer.json) onto the GPU. */
-export async function loadCliModel(gpu: GpuContext, dir: string): Promise<CliModel> {
+/**
+ * Loads a model directory (config.json, model.safetensors, tokenizer.json) onto the GPU; `options` as for
+ * Gpt2Model.create (--f16-weights: frozenWeights 'f16').
+ */
+export async function loadCliModel(gpu: GpuContext, dir: string, options: Gpt2ModelOptions = {}): Promise<CliModel> {
   const loaded = await loadModel(directorySource(dir));
   const tokenizerConfig = await readJsonObject(join(dir, 'tokenizer_config.json'), 'tokenizer_config.json');
   const tokenizer = Tokenizer.fromJson(loaded.tokenizerJson, {
     name: `${dir}/tokenizer.json`,
     ...(tokenizerConfig ? { config: tokenizerConfig } : {}),
   });
-  const model = Gpt2Model.create(gpu, loaded.config, loaded.weights);
+  const model = Gpt2Model.create(gpu, loaded.config, loaded.weights, options);
   return { loaded, tokenizer, model, template: await recordedTemplate(dir) };
 }
 

@@ -23,6 +23,7 @@ const USAGE = `usage: tunelab eval --model DIR [--adapter DIR] --data FILE [opti
 
   --model DIR                 model directory (config.json, model.safetensors, tokenizer.json)
   --adapter DIR               a LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --f16-weights               keep the frozen weight matrices as f16 on the GPU (half their memory; f32 math)
   --data FILE                 the examples to score (same formats as training)
   --format F                  ${FORMAT_CHOICES.join('|')} (default auto)
   --train-on completions|all  which tokens count (default completions, as in training)
@@ -34,6 +35,7 @@ const USAGE = `usage: tunelab eval --model DIR [--adapter DIR] --data FILE [opti
 const OPTIONS = {
   model: { type: 'string' },
   adapter: { type: 'string' },
+  'f16-weights': { type: 'boolean', default: false },
   data: { type: 'string' },
   format: { type: 'string' },
   'train-on': { type: 'string' },
@@ -59,7 +61,7 @@ export function evaluate(args: string[]): Promise<number> {
 
     return withCliGpu(async (gpu) => {
       const warn = (message: string) => process.stderr.write(`tunelab eval: warning: ${message}\n`);
-      const { tokenizer, model, template: modelTemplate } = await loadCliModel(gpu, modelDir);
+      const { tokenizer, model, template: modelTemplate } = await loadCliModel(gpu, modelDir, { frozenWeights: values['f16-weights'] ? 'f16' : 'f32' });
       let adapter: LoraAdapter | undefined;
       let run: Gpt2Run | undefined;
       try {

@@ -26,6 +26,7 @@ const USAGE = `usage: tunelab generate --model DIR [--adapter DIR] --prompt TEXT
 
   --model DIR                 model directory (config.json, model.safetensors, tokenizer.json)
   --adapter DIR               a LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --f16-weights               keep the frozen weight matrices as f16 on the GPU (half their memory; f32 math)
   --prompt TEXT               the question (or, with --raw, the text to continue)
   --raw                       continue the prompt as plain text, even for a model trained with a chat template
   --max-new-tokens N          (default 64)
@@ -41,6 +42,7 @@ const USAGE = `usage: tunelab generate --model DIR [--adapter DIR] --prompt TEXT
 const OPTIONS = {
   model: { type: 'string' },
   adapter: { type: 'string' },
+  'f16-weights': { type: 'boolean', default: false },
   prompt: { type: 'string' },
   raw: { type: 'boolean', default: false },
   'max-new-tokens': { type: 'string' },
@@ -106,7 +108,7 @@ export function generate(args: string[]): Promise<number> {
     if (adapterDir) await checkAdapterDirectory(adapterDir);
     return withCliGpu(async (gpu) => {
       const warn = (message: string) => process.stderr.write(`tunelab generate: warning: ${message}\n`);
-      const { tokenizer, model, template: modelTemplate } = await loadCliModel(gpu, modelDir);
+      const { tokenizer, model, template: modelTemplate } = await loadCliModel(gpu, modelDir, { frozenWeights: values['f16-weights'] ? 'f16' : 'f32' });
       let adapter: LoraAdapter | undefined;
       let generator: Generator | undefined;
       const stop = new AbortController();

@@ -11,6 +11,7 @@ import { TunelabError } from '../engine/errors.ts';
 import { exportPeftAdapter } from '../engine/interop/peft.ts';
 import { writeSafetensors } from '../engine/io/safetensors.ts';
 import { modelConfigToJson } from '../engine/model/config.ts';
+import type { Gpt2Mode } from '../engine/model/gpt2.ts';
 import { LORA_TARGETS, type LayerSelection, type LoraTarget } from '../engine/model/lora.ts';
 import { parameterTensors } from '../engine/model/weights.ts';
 import { CHECKPOINT_FILES, decodeCheckpoint, encodeCheckpoint, type TrainingCheckpoint } from '../engine/train/checkpoint.ts';
@@ -71,6 +72,8 @@ training:
   --eval-batches N            validation batches per evaluation, 0 = all (default ${d.evalBatches})
   --no-eval-at-start          skip the evaluation before the first step
   --seed N                    LoRA initialization and dropout; data order unless --data-seed (default ${d.seed})
+  --f16-weights               keep the weight matrices that do not train as f16 on the GPU (half their memory; f32
+                              math, on weights rounded to f16); saved weights stay exact
 LoRA:
   --lora-rank N (default 8)   --lora-alpha X (default 16)   --lora-dropout X (default 0)   --rslora
   --lora-targets LIST         comma-separated ${LORA_TARGETS.join(',')} (default c_attn)
@@ -126,6 +129,7 @@ const OPTIONS = {
   resume: { type: 'string' },
   json: { type: 'boolean', default: false },
   force: { type: 'boolean', default: false },
+  'f16-weights': { type: 'boolean', default: false },
 } as const;
 
 const positive = (v: number) => v > 0;
@@ -265,11 +269,13 @@ async function runTrain(values: OptionValues, args: string[]): Promise<number> {
   }
 
   return withCliGpu(async (gpu) => {
-    const { loaded, tokenizer, model } = await loadCliModel(gpu, modelDir);
+    const config = { ...DEFAULT_TRAIN_CONFIG, ...((checkpoint?.config ?? {}) as Partial<TrainConfig>), ...overrides };
+    // --f16-weights packs only what this mode leaves frozen: the trained blocks of a selective run stay f32.
+    const training: Gpt2Mode = config.mode === 'selective' ? { kind: 'selective', lastBlocks: config.lastBlocks } : { kind: config.mode };
+    const { loaded, tokenizer, model } = await loadCliModel(gpu, modelDir, { frozenWeights: values['f16-weights'] ? 'f16' : 'f32', training });
     let owned: Trainer | undefined;
     try {
       for (const w of loaded.warnings) process.stderr.write(`tunelab train: warning: ${w}\n`);
-      const config = { ...DEFAULT_TRAIN_CONFIG, ...((checkpoint?.config ?? {}) as Partial<TrainConfig>), ...overrides };
       const data = dataSettings(values, recorded.data, loaded.config.nPositions, config.seed);
       const datasetOptions: DatasetOptions = { ...data, batchSize: config.batchSize };
       const prepared = prepareDataset(
@@ -329,7 +335,7 @@ async function runTrain(values: OptionValues, args: string[]): Promise<number> {
         await writeFile(join(outDir, ADAPTER_WEIGHTS_FILE), files.adapterModel);
         written.push(ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE);
       } else {
-        const weights = await model.read();
+        const weights = await model.read(loaded.weights); // packed f16 weights are frozen: their exact values are the loaded ones
         await writeFile(join(outDir, 'model.safetensors'), writeSafetensors(parameterTensors(weights), { metadata: { format: 'pt', creator: 'tunelab train' } }));
         await writeFile(join(outDir, 'config.json'), JSON.stringify(modelConfigToJson(loaded.config, loaded.configJson), null, 2) + '\n');
         await writeFile(join(outDir, 'tokenizer.json'), JSON.stringify(loaded.tokenizerJson) + '\n');

@@ -6,7 +6,7 @@
 
 import type { GpuContext } from '../gpu/context.ts';
 import { Gpt2Decoder } from '../generate/generator.ts';
-import { Gpt2Model } from '../model/gpt2.ts';
+import { Gpt2Model, type FrozenWeightStorage } from '../model/gpt2.ts';
 import { initGpt2Parameters } from '../model/init.ts';
 import { LoraAdapter, loraConfig } from '../model/lora.ts';
 import { Rng } from '../random.ts';
@@ -39,13 +39,14 @@ export async function benchGenerate(
   options: GenerateBenchOptions,
   counts: RunCounts,
   scaled: boolean,
+  frozenWeights: FrozenWeightStorage = 'f32',
 ): Promise<BenchRecord[]> {
   const config = stepModelConfig(model);
   if (options.prompt + options.newTokens > config.nPositions) {
     throw new RangeError(`generate bench: prompt ${options.prompt} + ${options.newTokens} new tokens exceed the context ${config.nPositions}`);
   }
   const start = performance.now();
-  const gpt2 = Gpt2Model.create(gpu, config, initGpt2Parameters(config, 1));
+  const gpt2 = Gpt2Model.create(gpu, config, initGpt2Parameters(config, 1), { frozenWeights });
   const parts: { adapter?: LoraAdapter; decoder?: Gpt2Decoder } = {};
   try {
     const lora = loraConfig({ rank: model.rank, alpha: 2 * model.rank, dropout: 0, targets: ['c_attn'], layers: 'all' });
@@ -82,6 +83,7 @@ export async function benchGenerate(
         prompt: options.prompt,
         new_tokens: options.newTokens,
         lora: true,
+        frozen_weights: frozenWeights,
         ...timingFields(timing, counts),
         tokens_per_s: round((options.newTokens * 1000) / timing.ms),
         prefill_ms: round(measuredPrefill),

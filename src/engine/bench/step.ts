@@ -7,7 +7,7 @@
 import { TunelabError } from '../errors.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import { validateModelConfig, GPT2_SMALL, type ModelConfig } from '../model/config.ts';
-import { Gpt2Model, Gpt2Run, type Gpt2Batch } from '../model/gpt2.ts';
+import { Gpt2Model, Gpt2Run, type FrozenWeightStorage, type Gpt2Batch } from '../model/gpt2.ts';
 import { initGpt2Parameters } from '../model/init.ts';
 import { LoraAdapter, loraConfig } from '../model/lora.ts';
 import { Rng } from '../random.ts';
@@ -111,12 +111,12 @@ export interface StepHarness {
  * Builds model, adapter, run and optimizer. Throws TunelabError 'too-large' when a tensor exceeds the device's
  * binding limit (GPT-2 small's wte is 154 MB: above 128 MiB, below the H100's 2 GiB).
  */
-export async function buildStepHarness(gpu: GpuContext, config: StepBenchConfig): Promise<StepHarness> {
+export async function buildStepHarness(gpu: GpuContext, config: StepBenchConfig, frozenWeights: FrozenWeightStorage = 'f32'): Promise<StepHarness> {
   const start = performance.now();
   const modelConfig = stepModelConfig(config);
   const parts: { model?: Gpt2Model; adapter?: LoraAdapter; run?: Gpt2Run; optimizer?: AdamWOptimizer } = {};
   try {
-    parts.model = Gpt2Model.create(gpu, modelConfig, initGpt2Parameters(modelConfig, 1));
+    parts.model = Gpt2Model.create(gpu, modelConfig, initGpt2Parameters(modelConfig, 1), { frozenWeights, training: { kind: 'lora' } });
     const lora = loraConfig({ rank: config.rank, alpha: 2 * config.rank, dropout: 0, targets: ['c_attn'], layers: 'all' });
     parts.adapter = LoraAdapter.create(gpu, modelConfig, lora, { seed: 2 });
     // PEFT starts B at zero, which makes the first step's dA zero; random B keeps every product of the step non-trivial.
@@ -181,10 +181,16 @@ function skipped(gpu: GpuContext, bench: string, c: StepBenchConfig, scaled: boo
  * Times `counts.iters` training steps (after `counts.warmup`), each from its start until the GPU is idle, and
  * returns the step record and the memory record of the same build.
  */
-export async function benchStep(gpu: GpuContext, config: StepBenchConfig, counts: RunCounts, scaled: boolean): Promise<BenchRecord[]> {
+export async function benchStep(
+  gpu: GpuContext,
+  config: StepBenchConfig,
+  counts: RunCounts,
+  scaled: boolean,
+  frozenWeights: FrozenWeightStorage = 'f32',
+): Promise<BenchRecord[]> {
   let harness: StepHarness;
   try {
-    harness = await buildStepHarness(gpu, config);
+    harness = await buildStepHarness(gpu, config, frozenWeights);
   } catch (error) {
     if (error instanceof TunelabError && error.code === 'too-large') return [skipped(gpu, 'step', config, scaled, error), skipped(gpu, 'memory', config, scaled, error)];
     throw error;
@@ -217,6 +223,7 @@ export async function benchStep(gpu: GpuContext, config: StepBenchConfig, counts
       dispatches: harness.run.forward.length + harness.run.backward.length + harness.optimizer.dispatches.length,
       loss: last ? round(last.loss) : null,
       build_ms: round(harness.buildMs),
+      frozen_weights: frozenWeights,
     };
     return [step, memory];
   } finally {
@@ -236,6 +243,7 @@ export function memoryRecord(gpu: GpuContext, harness: StepHarness, scaled: bool
     bytes_in_use: inUse,
     bytes_allocated: gpu.pool.bytesAllocated,
     model_bytes: model,
+    frozen_weights: harness.model.frozenWeights,
     adapter_bytes: adapter,
     run_bytes: run,
     // Optimizer moments, gradient-norm scratch and the dispatches' uniform buffers.
@@ -245,10 +253,15 @@ export function memoryRecord(gpu: GpuContext, harness: StepHarness, scaled: bool
 }
 
 /** `bench memory` on its own: build the step, report, tear down. */
-export async function benchMemory(gpu: GpuContext, config: StepBenchConfig, scaled: boolean): Promise<BenchRecord[]> {
+export async function benchMemory(
+  gpu: GpuContext,
+  config: StepBenchConfig,
+  scaled: boolean,
+  frozenWeights: FrozenWeightStorage = 'f32',
+): Promise<BenchRecord[]> {
   let harness: StepHarness;
   try {
-    harness = await buildStepHarness(gpu, config);
+    harness = await buildStepHarness(gpu, config, frozenWeights);
   } catch (error) {
     if (error instanceof TunelabError && error.code === 'too-large') return [skipped(gpu, 'memory', config, scaled, error)];
     throw error;

@@ -26,6 +26,7 @@ import { geluForward } from '../ops/gelu.ts';
 import { layernormForward } from '../ops/layernorm.ts';
 import { loraForward } from '../ops/lora.ts';
 import { matmulBackwardInput, matmulForward, type MatmulTiles } from '../ops/matmul.ts';
+import { matmulForwardF16W } from '../ops/matmul-f16.ts';
 import { residualForward } from '../ops/residual.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { Gpt2Model } from '../model/gpt2.ts';
@@ -276,9 +277,11 @@ export class Gpt2Decoder {
     /** out (M,N) = inp·W + b, then the adapter's scale·(inp·Aᵀ)·Bᵀ when the module is adapted. */
     const linear = async (l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) => {
       const [K, N] = linearShape(config, module);
-      const weight = this.model.tensor(`h.${l}.${module}.weight`);
       const bias = this.model.tensor(`h.${l}.${module}.bias`);
-      all.push(await matmulForward(gpu, { out, inp, weight, bias }, { M, N, K }, tiles));
+      // A model with frozenWeights 'f16' keeps this weight only packed (its kernel has no few-rows variant: default tiles).
+      const packed = this.model.f16Weight(`h.${l}.${module}.weight`);
+      if (packed) all.push(await matmulForwardF16W(gpu, { out, inp, weight: packed, bias }, { M, N, K }));
+      else all.push(await matmulForward(gpu, { out, inp, weight: this.model.tensor(`h.${l}.${module}.weight`), bias }, { M, N, K }, tiles));
       const site = sites.get(`${l}.${module}`);
       if (site && adapter) {
         const lora = await loraForward(

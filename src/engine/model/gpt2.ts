@@ -24,20 +24,31 @@ import { geluBackward, geluForward } from '../ops/gelu.ts';
 import { layernormBackward, layernormForward } from '../ops/layernorm.ts';
 import { loraBackward, loraForward, type LoraDispatches } from '../ops/lora.ts';
 import { matmulBackwardBias, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../ops/matmul.ts';
+import { matmulBackwardInputF16W, matmulForwardF16W, packF16, type F16Weights } from '../ops/matmul-f16.ts';
 import { residualForward } from '../ops/residual.ts';
 import { validateModelConfig, type ModelConfig } from './config.ts';
 import { loraScale, type LoraAdapter, type LoraSite } from './lora.ts';
 import {
   activationSlot,
   METRICS_SLOT_FLOATS,
+  planModelWeights,
   planTraining,
   runPlanRequest,
+  type FrozenWeightStorage,
   type Gpt2Mode,
   type Gpt2RunPlan,
   type Gpt2RunShape,
   type RunBufferPlan,
 } from './planner.ts';
-import { gpt2ParameterLayout, linearShape, partitionLayout, type LinearModule, type ParameterLayout, type ParameterSet } from './weights.ts';
+import {
+  gpt2ParameterLayout,
+  linearShape,
+  parameterView,
+  partitionLayout,
+  type LinearModule,
+  type ParameterLayout,
+  type ParameterSet,
+} from './weights.ts';
 
 /** The embedding tables' names in weights.ts's layout (Hugging Face's state-dict names). */
 const WTE = 'wte.weight';
@@ -45,83 +56,169 @@ const WPE = 'wpe.weight';
 
 // ---- the model's parameters on the GPU ---------------------------------------------------------------------------
 
-/** GPT-2's parameters on the GPU: the flat layout of weights.ts cut into buffers ≤ maxBufferSize, one view each. */
+export interface Gpt2ModelOptions {
+  /**
+   * 'f32' (default): every weight in f32. 'f16': the Conv1D weights that `training` leaves frozen are kept only as
+   * packed f16 (half their memory; matmuls unpack to f32), so the model computes with f16-rounded weights.
+   */
+  frozenWeights?: FrozenWeightStorage;
+  /**
+   * The training the model will serve, which decides what 'f16' packs: LoRA or inference (default) freezes every
+   * Conv1D weight; selective keeps the last blocks' weights f32; full packs nothing. A run that would train a packed
+   * weight is refused.
+   */
+  training?: Gpt2Mode;
+}
+
+/**
+ * GPT-2's parameters on the GPU: the f32 tensors in the flat layout of weights.ts cut into buffers ≤ maxBufferSize,
+ * one view each, and (frozenWeights 'f16') the frozen Conv1D weights packed in 'params.f16.N' buffers, as planned by
+ * planner.ts's planModelWeights.
+ */
 export class Gpt2Model {
+  /** The full parameter layout (every tensor, whatever its storage): what read() returns. */
   readonly layout: ParameterLayout;
+  readonly frozenWeights: FrozenWeightStorage;
+  /** The layout of the tensors stored in f32 (all of them unless frozenWeights is 'f16'). */
+  private readonly f32Layout: ParameterLayout;
   private readonly segments: { tensor: GpuTensor; firstElement: number }[] = [];
+  private readonly packedBuffers: GpuTensor[] = [];
   private readonly views = new Map<string, GpuTensor>();
+  private readonly packedViews = new Map<string, F16Weights>();
 
   private constructor(
     private readonly gpu: GpuContext,
     readonly config: ModelConfig,
     weights: ParameterSet,
+    options: Gpt2ModelOptions,
   ) {
     validateModelConfig(config);
     this.layout = gpt2ParameterLayout(config);
+    this.frozenWeights = options.frozenWeights ?? 'f32';
+    if (this.frozenWeights !== 'f32' && this.frozenWeights !== 'f16') {
+      throw new RangeError(`frozenWeights must be 'f32' or 'f16', got ${String(this.frozenWeights)}`);
+    }
     if (weights.layout.totalElements !== this.layout.totalElements || weights.data.length < this.layout.totalElements) {
       throw new RangeError(`Gpt2Model: the weights' layout (${weights.layout.totalElements} elements) does not match the config`);
     }
     const limits = gpu.device.limits;
+    const plan = planModelWeights(config, limits.maxBufferSize, this.frozenWeights, options.training ?? { kind: 'inference' });
+    this.f32Layout = plan.f32;
     // Checked before anything is uploaded (partitionLayout checks maxBufferSize the same way).
-    for (const entry of this.layout.entries) {
-      if (entry.elementCount * 4 > limits.maxStorageBufferBindingSize) {
+    const bindings: [string, number][] = [
+      ...plan.f32.entries.map((e): [string, number] => [e.name, e.elementCount * 4]),
+      ...plan.f16.flatMap((b) => b.views.map((v): [string, number] => [v.name, v.length * 4])),
+    ];
+    for (const [name, bytes] of bindings) {
+      if (bytes > limits.maxStorageBufferBindingSize) {
         throw new TunelabError(
           'too-large',
-          `parameter ${entry.name} (${entry.elementCount * 4} bytes) exceeds this GPU's largest binding ` +
+          `parameter ${name} (${bytes} bytes) exceeds this GPU's largest binding ` +
             `(${limits.maxStorageBufferBindingSize} bytes); choose a smaller model`,
         );
       }
     }
-    const segments = partitionLayout(this.layout, limits.maxBufferSize);
+    const segments = partitionLayout(plan.f32, limits.maxBufferSize);
     try {
+      // Each tensor is written into its place (tensor() zero-fills the padding), so no f32 copy of the subset is made.
       for (const segment of segments) {
-        const data = weights.data.subarray(segment.firstElement, segment.firstElement + segment.elementCount);
-        const tensor = gpu.upload(data, `params.${this.segments.length}`);
+        const tensor = gpu.tensor(segment.elementCount, `params.${this.segments.length}`);
         this.segments.push({ tensor, firstElement: segment.firstElement });
         for (const entry of segment.entries) {
-          const view = gpu.view(tensor, entry.offset - segment.firstElement, entry.elementCount, `params.${entry.name}`);
-          this.views.set(entry.name, view);
+          const at = entry.offset - segment.firstElement;
+          gpu.write(tensor, parameterView(weights, entry.name), at);
+          this.views.set(entry.name, gpu.view(tensor, at, entry.elementCount, `params.${entry.name}`));
         }
       }
+      plan.f16.forEach((planned, i) => {
+        const tensor = gpu.tensor(planned.elements, `params.f16.${i}`);
+        this.packedBuffers.push(tensor);
+        for (const v of planned.views) {
+          gpu.writeU32(tensor, packF16(parameterView(weights, v.name), v.N), v.offset);
+          this.packedViews.set(v.name, { packed: gpu.view(tensor, v.offset, v.length, `params.f16.${v.name}`), K: v.K, N: v.N });
+        }
+      });
     } catch (error) {
       this.destroy();
       throw error;
     }
   }
 
-  /** Uploads `weights` (the flat layout of weights.ts for `config`, e.g. from loadModel or initGpt2Parameters). */
-  static create(gpu: GpuContext, config: ModelConfig, weights: ParameterSet): Gpt2Model {
-    return new Gpt2Model(gpu, config, weights);
+  /**
+   * Uploads `weights` (the flat layout of weights.ts for `config`, e.g. from loadModel or initGpt2Parameters);
+   * `options.frozenWeights: 'f16'` packs the frozen Conv1D weights (Gpt2ModelOptions).
+   */
+  static create(gpu: GpuContext, config: ModelConfig, weights: ParameterSet, options: Gpt2ModelOptions = {}): Gpt2Model {
+    return new Gpt2Model(gpu, config, weights, options);
   }
 
-  /** The view of one parameter by weights.ts name: 'wte.weight', 'h.0.attn.c_attn.weight', 'ln_f.bias'. */
+  /** The f32 view of one parameter by weights.ts name: 'wte.weight', 'h.0.attn.c_attn.weight', 'ln_f.bias'. */
   tensor(name: string): GpuTensor {
     const view = this.views.get(name);
-    if (!view) throw new RangeError(`GPT-2 has no parameter ${name}`);
-    return view;
+    if (view) return view;
+    if (this.packedViews.has(name)) {
+      throw new RangeError(`${name} is stored as packed f16 (frozenWeights 'f16'): read it with f16Weight(), or create the model with 'f32'`);
+    }
+    throw new RangeError(`GPT-2 has no parameter ${name}`);
   }
 
-  /** Every parameter read back into the flat layout (after training, for saving). */
-  async read(): Promise<ParameterSet> {
+  /** The packed f16 weight of a frozen Conv1D layer, or undefined when `name` is stored in f32. */
+  f16Weight(name: string): F16Weights | undefined {
+    return this.packedViews.get(name);
+  }
+
+  /** Names of the weights stored as packed f16 (none with frozenWeights 'f32'). */
+  get packedWeights(): string[] {
+    return [...this.packedViews.keys()];
+  }
+
+  /**
+   * Every parameter read back into the flat layout (after training, for saving). Packed weights hold f16-rounded
+   * values, never exact ones: their values come from `frozen` (the CPU weights the model was created from, which a
+   * frozen weight still equals); without it a model with packed weights refuses.
+   */
+  async read(frozen?: ParameterSet): Promise<ParameterSet> {
+    if (this.packedViews.size && !frozen) {
+      throw new TunelabError(
+        'bad-model',
+        'this model keeps its frozen weights as f16 (--f16-weights), which are rounded: pass the original weights to read() ' +
+          'to save it exactly, or load the model without --f16-weights',
+      );
+    }
+    if (frozen && frozen.layout.totalElements !== this.layout.totalElements) {
+      throw new RangeError(`Gpt2Model.read: the frozen weights' layout (${frozen.layout.totalElements} elements) does not match the model`);
+    }
     const data = new Float32Array(this.layout.totalElements);
-    for (const s of this.segments) data.set(await this.gpu.read(s.tensor), s.firstElement);
+    for (const s of this.segments) {
+      const values = await this.gpu.read(s.tensor);
+      for (const entry of this.f32Layout.entries) {
+        const at = entry.offset - s.firstElement;
+        if (at < 0 || at >= s.tensor.length) continue;
+        data.set(values.subarray(at, at + entry.elementCount), this.layout.byName.get(entry.name)!.offset);
+      }
+    }
+    for (const name of this.packedViews.keys()) data.set(parameterView(frozen!, name), this.layout.byName.get(name)!.offset);
     return { layout: this.layout, data };
   }
 
+  /** Bytes of every buffer the model holds (f32 segments and packed f16 buffers). */
   get bytes(): number {
-    return this.segments.reduce((sum, s) => sum + s.tensor.buffer.size, 0);
+    return [...this.segments.map((s) => s.tensor), ...this.packedBuffers].reduce((sum, t) => sum + t.buffer.size, 0);
   }
 
   destroy(): void {
     for (const s of this.segments) this.gpu.free(s.tensor);
+    for (const t of this.packedBuffers) this.gpu.free(t);
     this.segments.length = 0;
+    this.packedBuffers.length = 0;
     this.views.clear();
+    this.packedViews.clear();
   }
 }
 
 // ---- run plan: planner.ts plans every buffer of a run; the run allocates exactly that ------------------------------
 
-export { planGpt2Run, type Gpt2Mode, type Gpt2RunPlan, type Gpt2RunShape, type RunBufferPlan, type RunBufferPurpose } from './planner.ts';
+export { planGpt2Run, type FrozenWeightStorage, type Gpt2Mode, type Gpt2RunPlan, type Gpt2RunShape, type RunBufferPlan, type RunBufferPurpose } from './planner.ts';
 
 // ---- the run -----------------------------------------------------------------------------------------------------
 
@@ -253,7 +350,15 @@ export class Gpt2Run {
     if (options.adapter && options.adapter.model !== model.config && !sameConfig(options.adapter.model, model.config)) {
       throw new RangeError('the adapter was made for a different model config');
     }
-    const memory = planTraining(runPlanRequest(model.config, options, gpu.device.limits, options.adapter?.config));
+    const memory = planTraining(runPlanRequest(model.config, options, gpu.device.limits, options.adapter?.config, model.frozenWeights));
+    const packedTrainable = memory.run.trainable.entries.find((e) => model.f16Weight(e.name));
+    if (packedTrainable) {
+      throw new TunelabError(
+        'bad-model',
+        `a ${options.mode.kind} run trains ${packedTrainable.name}, which this model keeps as frozen f16: create the model ` +
+          `with training: { kind: '${options.mode.kind}' … } (or frozenWeights 'f32') for this mode`,
+      );
+    }
     const run = new Gpt2Run(gpu, model, options.adapter, memory.run);
     const builder = new RunBuilder(gpu, model, options.adapter, run.plan, (name) => run.view(name));
     try {
@@ -602,9 +707,11 @@ class RunBuilder {
 /** out (BT,outDim) = inp·W + b, plus the LoRA update when the site is adapted. */
 async function linearForward(r: RunBuilder, list: Dispatch[], l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) {
   const [K, N] = linearShape(r.config, module);
-  const weight = r.param(`h.${l}.${module}.weight`);
+  const name = `h.${l}.${module}.weight`;
   const bias = r.param(`h.${l}.${module}.bias`);
-  list.push(await matmulForward(r.gpu, { out, inp, weight, bias }, { M: r.BT, N, K }));
+  const packed = r.model.f16Weight(name);
+  if (packed) list.push(await matmulForwardF16W(r.gpu, { out, inp, weight: packed, bias }, { M: r.BT, N, K }));
+  else list.push(await matmulForward(r.gpu, { out, inp, weight: r.param(name), bias }, { M: r.BT, N, K }));
   const site = r.site(l, module);
   if (site) {
     const lora = await loraForward(
@@ -633,7 +740,11 @@ async function linearBackward(
   const [K, N] = linearShape(r.config, module);
   const name = `h.${l}.${module}`;
   const shape = { M: r.BT, N, K };
-  if (needInput) list.push(await matmulBackwardInput(r.gpu, { dinp: t.dinp, dout: t.dout, weight: r.param(`${name}.weight`) }, shape));
+  if (needInput) {
+    const packed = r.model.f16Weight(`${name}.weight`);
+    if (packed) list.push(await matmulBackwardInputF16W(r.gpu, { dinp: t.dinp, dout: t.dout, weight: packed }, shape));
+    else list.push(await matmulBackwardInput(r.gpu, { dinp: t.dinp, dout: t.dout, weight: r.param(`${name}.weight`) }, shape));
+  }
   const dweight = r.grad(`${name}.weight`);
   const dbias = r.grad(`${name}.bias`);
   if (dweight) list.push(await matmulBackwardWeight(r.gpu, { dweight, inp: t.inp, dout: t.dout }, shape));

@@ -309,6 +309,52 @@ export function planGpt2Run(config: ModelConfig, shape: Gpt2RunShape, limits: De
   };
 }
 
+// ---- the model's weights: f32, or frozen Conv1D weights packed as f16 ---------------------------------------------
+
+/**
+ * How a model stores its frozen weights. 'f16': every Conv1D weight W (K,N) that no run of the model's training mode
+ * updates is kept only as packed f16 pairs (ops/matmul-f16.ts: K·ceil(N/2) u32), half the bytes; the arithmetic stays
+ * f32. Everything else (embeddings, layernorms, biases, trained weights) stays f32.
+ */
+export type FrozenWeightStorage = 'f32' | 'f16';
+
+/** One packed Conv1D weight inside a 'params.f16.N' buffer: `length` = K·ceil(N/2) u32 at element `offset`. */
+export interface PackedWeightView extends RunViewPlan {
+  /** Rows of W (input features). */
+  readonly K: number;
+  /** Columns of W (output features). */
+  readonly N: number;
+}
+
+export interface ModelWeightsPlan {
+  /** The tensors kept in f32, laid out as weights.ts lays out a parameter list (cut by partitionLayout). */
+  readonly f32: ParameterLayout;
+  /** Buffers 'params.f16.0', 'params.f16.1' … of packed weights, each at most maxBufferSize. */
+  readonly f16: readonly { readonly elements: number; readonly views: readonly PackedWeightView[] }[];
+}
+
+/** The Conv1D weights a model stores as f16 for runs of `training`: every linear weight that mode leaves frozen. */
+export function packedWeightNames(config: ModelConfig, storage: FrozenWeightStorage, training: Gpt2Mode): string[] {
+  if (storage === 'f32') return [];
+  const trained = training.kind === 'lora' || training.kind === 'inference' ? new Set<string>() : new Set(trainableLayout(config, training, undefined).byName.keys());
+  return gpt2ParameterLayout(config)
+    .entries.filter((e) => e.kind === 'linear-weight' && !trained.has(e.name))
+    .map((e) => e.name);
+}
+
+/** What Gpt2Model allocates for its weights: the f32 layout and the packed f16 buffers. */
+export function planModelWeights(config: ModelConfig, maxBufferSize: number, storage: FrozenWeightStorage, training: Gpt2Mode): ModelWeightsPlan {
+  const base = gpt2ParameterLayout(config);
+  const packed = new Set(packedWeightNames(config, storage, training));
+  const f32 = layoutParameters(base.entries.filter((e) => !packed.has(e.name)));
+  const shapes = new Map(base.entries.filter((e) => packed.has(e.name)).map((e) => [e.name, { K: e.shape[0], N: e.shape[1] }]));
+  const f16 = packViews([...shapes].map(([name, { K, N }]) => [name, K * Math.ceil(N / 2)] as const), maxBufferSize).map((p) => ({
+    elements: p.elements,
+    views: p.views.map((v) => ({ ...v, ...shapes.get(v.name)! })),
+  }));
+  return { f32, f16 };
+}
+
 // ---- a whole run: request and plan -------------------------------------------------------------------------------
 
 export type PlanMode =
@@ -342,6 +388,8 @@ export interface PlanRequest {
   metricsRing?: number;
   /** Total bytes the run may use (the UI's memory budget); no total limit when absent. */
   budgetBytes?: number;
+  /** How the model stores its frozen Conv1D weights (default 'f32'); 'f16' halves them (see FrozenWeightStorage). */
+  frozenWeights?: FrozenWeightStorage;
 }
 
 export type BufferPurpose = 'params' | 'grads' | 'optimizer' | 'activations' | 'scratch';
@@ -397,7 +445,13 @@ function gpt2ModeOf(mode: PlanMode): Gpt2Mode {
 }
 
 /** The request that plans one Gpt2Run of this shape (and the optimizer of what it trains): what Gpt2Run checks. */
-export function runPlanRequest(config: ModelConfig, shape: Gpt2RunShape, limits: DeviceLimits, lora?: LoraShape): PlanRequest {
+export function runPlanRequest(
+  config: ModelConfig,
+  shape: Gpt2RunShape,
+  limits: DeviceLimits,
+  lora?: LoraShape,
+  frozenWeights?: FrozenWeightStorage,
+): PlanRequest {
   let mode: PlanMode;
   if (shape.mode.kind === 'lora') {
     if (!lora) throw new RangeError('a LoRA run needs an adapter');
@@ -418,6 +472,7 @@ export function runPlanRequest(config: ModelConfig, shape: Gpt2RunShape, limits:
     keepLogits: shape.keepLogits,
     metricsRing: shape.metricsRing,
     evaluation: false,
+    ...(frozenWeights ? { frozenWeights } : {}),
   };
 }
 
@@ -466,9 +521,12 @@ export function planMemory(request: PlanRequest): MemoryPlan {
   const numbered = (prefix: string, purpose: BufferPurpose, views: [string, number][], maxBytes: number) =>
     packViews(views, maxBytes).forEach((p, i) => add(`${prefix}.${i}`, purpose, p.elements, p.views));
 
-  // Weights: Gpt2Model cuts the flat layout into buffers ≤ maxBufferSize (weights.ts partitionLayout, the same rule).
+  // Weights: Gpt2Model cuts the f32 layout into buffers ≤ maxBufferSize (weights.ts partitionLayout, the same rule);
+  // with frozenWeights 'f16' the frozen Conv1D weights are packed apart in 'params.f16.N'.
   const base = gpt2ParameterLayout(config);
-  numbered('params', 'params', base.entries.map((e) => [e.name, e.elementCount]), limits.maxBufferSize);
+  const weights = planModelWeights(config, limits.maxBufferSize, request.frozenWeights ?? 'f32', gpt2ModeOf(mode));
+  numbered('params', 'params', weights.f32.entries.map((e) => [e.name, e.elementCount]), limits.maxBufferSize);
+  weights.f16.forEach((p, i) => add(`params.f16.${i}`, 'params', p.elements, p.views));
   // LoraAdapter: every A and B in one buffer.
   const loraLayout = layoutParameters(lora ? loraParameterSpecs(config, lora) : []);
   if (lora) {

@@ -339,6 +339,8 @@ export class Trainer {
       limits: gpu.device.limits,
       evaluation: data.validationRows > 0,
       budgetBytes: options.memoryBudgetBytes,
+      // What the model really holds: its frozen matrices packed as f16 when it was built so.
+      frozenWeights: model.frozenWeights,
     });
     let adapter = options.adapter;
     let ownsAdapter = false;
