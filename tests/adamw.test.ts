@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext, GpuTensor } from '../src/engine/gpu/context.ts';
-import { adamwUniforms, adamwUpdate } from '../src/engine/ops/adamw.ts';
+import { adamwCount, adamwUniforms, adamwUpdate } from '../src/engine/ops/adamw.ts';
 import { GRAD_NORM_RESULT, gradNorm, planGradNorm } from '../src/engine/ops/gradnorm.ts';
 import * as ref from '../src/engine/reference/adamw.ts';
 import { clipScale, globalGradNorm } from '../src/engine/reference/gradnorm.ts';
@@ -87,17 +87,22 @@ describe('AdamW kernel on WebGPU', () => {
         m: gpu.tensor(n, 'm'),
         v: gpu.tensor(n, 'v'),
         clipScale: gpu.upload([clip], 'clip scale'),
+        stepCount: gpu.tensor(1, 'step count'),
       };
-      const update = await adamwUpdate(gpu, t, n, HYPER, 1);
+      const update = await adamwUpdate(gpu, t, n, HYPER);
+      // The step count (t − 1 of the bias corrections) advances on the GPU, after the update.
+      const count = await adamwCount(gpu, t);
       for (let step = 1; step <= steps; step++) {
         const hyper = { ...HYPER, lr: HYPER.lr * (1 - step / 10) }; // a decaying schedule: lr changes every step
         ref.adamwStep(param, grads[step - 1], m, v, hyper, step, clip);
         gpu.write(t.grad, grads[step - 1]);
-        update.setUniforms(adamwUniforms(hyper, step));
-        gpu.submit([update]);
+        update.setUniforms(adamwUniforms(hyper));
+        gpu.submit([update, count]);
       }
-      const [gParam, gM, gV, gGrad] = await runAndRead(gpu, [], t.param, t.m, t.v, t.grad);
+      const [gParam, gM, gV, gGrad, gCount] = await runAndRead(gpu, [], t.param, t.m, t.v, t.grad, t.stepCount);
       update.release();
+      count.release();
+      expect(Array.from(gCount), 'updates counted').toEqual([steps]);
       expectClose(gParam, param, ELEMENTWISE, 'param');
       expectClose(gM, m, FIRST_MOMENT, 'm');
       expectClose(gV, v, SECOND_MOMENT, 'v');
@@ -106,7 +111,9 @@ describe('AdamW kernel on WebGPU', () => {
     });
   }
 
-  it('keeps the gradient with zeroGrad off, and unfolds a 2D grid', async () => {
+  // Step 7 and 700: the bias corrections 1 − β^t come from the series and from 1 − exp (β1 from t = 5 on, β2 from
+  // t = 500 on) inside the kernel; both must match the reference's double precision.
+  for (const step of [7, 700]) it(`keeps the gradient with zeroGrad off, and unfolds a 2D grid (step ${step})`, async () => {
     const n = 1000;
     const rng = new Rng(4);
     const param = asF32(uniformArray(rng, n));
@@ -119,11 +126,12 @@ describe('AdamW kernel on WebGPU', () => {
       m: gpu.upload(m, 'm'),
       v: gpu.upload(v, 'v'),
       clipScale: gpu.upload([1], 'clip scale'),
+      stepCount: gpu.upload([step - 1], 'step count'),
     };
-    const update = await adamwUpdate(gpu, t, n, HYPER, 7, { zeroGrad: false });
+    const update = await adamwUpdate(gpu, t, n, HYPER, { zeroGrad: false });
     update.workgroups = [2, 2, 1]; // 4 groups of 256 ≥ 1000 values, folded as the grid of a huge tensor would be
     const [gParam, gM, gV, gGrad] = await runAndRead(gpu, [update], t.param, t.m, t.v, t.grad);
-    ref.adamwStep(param, grad, m, v, HYPER, 7);
+    ref.adamwStep(param, grad, m, v, HYPER, step);
     expectClose(gParam, param, ELEMENTWISE, 'param');
     expectClose(gM, m, FIRST_MOMENT, 'm');
     expectClose(gV, v, SECOND_MOMENT, 'v');
@@ -146,9 +154,10 @@ describe('AdamW kernel on WebGPU', () => {
     const partials = gpu.tensor(planGradNorm(lengths).partialsLength, 'partials');
     const result = gpu.tensor(GRAD_NORM_RESULT.length, 'grad norm');
     const norm = await gradNorm(gpu, { grads: gGrads, partials, result }, maxNorm);
+    const stepCount = gpu.tensor(1, 'step count');
     const updates = await Promise.all(
       lengths.map((n, i) =>
-        adamwUpdate(gpu, { param: gParams[i], grad: gGrads[i], m: moments[2 * i], v: moments[2 * i + 1], clipScale: result }, n, HYPER, 1),
+        adamwUpdate(gpu, { param: gParams[i], grad: gGrads[i], m: moments[2 * i], v: moments[2 * i + 1], clipScale: result, stepCount }, n, HYPER),
       ),
     );
     const read = await runAndRead(gpu, [...norm.all, ...updates], ...gParams, ...moments);
@@ -161,7 +170,8 @@ describe('AdamW kernel on WebGPU', () => {
       expectClose(read[lengths.length + 2 * i], m, FIRST_MOMENT, `m ${i}`);
       expectClose(read[lengths.length + 2 * i + 1], v, SECOND_MOMENT, `v ${i}`);
     });
-    freeAll([...gParams, ...gGrads, ...moments, partials, result]);
+    for (const d of [...norm.all, ...updates]) d.release();
+    freeAll([...gParams, ...gGrads, ...moments, partials, result, stepCount]);
   });
 
   // gradnorm gives scale 0 for a non-finite norm (clipping on or off), and the update must then write nothing but
@@ -185,15 +195,19 @@ describe('AdamW kernel on WebGPU', () => {
           const partials = gpu.tensor(planGradNorm(lengths).partialsLength, 'partials');
           const result = gpu.tensor(GRAD_NORM_RESULT.length, 'grad norm');
           const norm = await gradNorm(gpu, { grads: gGrads, partials, result }, maxNorm);
+          const stepCount = gpu.upload([2], 'step count');
           const updates = await Promise.all(
             lengths.map((n, i) =>
-              adamwUpdate(gpu, { param: gParams[i], grad: gGrads[i], m: gMs[i], v: gVs[i], clipScale: result }, n, HYPER, 3, { zeroGrad }),
+              adamwUpdate(gpu, { param: gParams[i], grad: gGrads[i], m: gMs[i], v: gVs[i], clipScale: result, stepCount }, n, HYPER, { zeroGrad }),
             ),
           );
-          gpu.submit([...norm.all, ...updates]);
+          const count = await adamwCount(gpu, { clipScale: result, stepCount });
+          gpu.submit([...norm.all, ...updates, count]);
 
           const [scale] = await gpu.read(result);
           expect(scale, `clip scale with ${bad}`).toBe(0);
+          // A skipped step is not counted: the next update's bias corrections are still those of step 3.
+          expect(Array.from(await gpu.read(stepCount)), `step count with ${bad}`).toEqual([2]);
           const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
           for (let i = 0; i < lengths.length; i++) {
             expect(Array.from(await gpu.readU32(gParams[i])), `param ${i} with ${bad}`).toEqual(bits(params[i]));
@@ -202,8 +216,8 @@ describe('AdamW kernel on WebGPU', () => {
             const gradAfter = zeroGrad ? new Float32Array(lengths[i]) : grads[i];
             expect(Array.from(await gpu.readU32(gGrads[i])), `grad ${i} with ${bad}`).toEqual(bits(gradAfter));
           }
-          for (const d of [...norm.all, ...updates]) d.release();
-          freeAll([...gParams, ...gGrads, ...gMs, ...gVs, partials, result]);
+          for (const d of [...norm.all, ...updates, count]) d.release();
+          freeAll([...gParams, ...gGrads, ...gMs, ...gVs, partials, result, stepCount]);
         }
       });
     }

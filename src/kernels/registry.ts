@@ -519,6 +519,7 @@ export const crossentropyMetrics = defineKernel({
 
 // ---- adamw -------------------------------------------------------------------------------------------------------
 import adamwUpdateSource from './adamw_update.wgsl?raw';
+import adamwCountSource from './adamw_count.wgsl?raw';
 
 export const adamwUpdate = defineKernel({
   name: 'adamw_update',
@@ -529,6 +530,7 @@ export const adamwUpdate = defineKernel({
     { name: 'm', access: 'read_write' },
     { name: 'v', access: 'read_write' },
     { name: 'clipScale', access: 'read' },
+    { name: 'stepCount', access: 'read' },
   ],
   uniforms: [
     { name: 'n', type: 'u32' },
@@ -537,11 +539,21 @@ export const adamwUpdate = defineKernel({
     { name: 'beta2', type: 'f32' },
     { name: 'eps', type: 'f32' },
     { name: 'weightDecay', type: 'f32' },
-    { name: 'biasCorrection1', type: 'f32' },
-    { name: 'biasCorrection2', type: 'f32' },
+    { name: 'logBeta1', type: 'f32' },
+    { name: 'logBeta2', type: 'f32' },
     { name: 'zeroGrad', type: 'u32' },
   ],
   overrides: { WG: 256 },
+});
+
+export const adamwCount = defineKernel({
+  name: 'adamw_count',
+  source: adamwCountSource,
+  bindings: [
+    { name: 'clipScale', access: 'read' },
+    { name: 'stepCount', access: 'read_write' },
+  ],
+  uniforms: [],
 });
 // (end of adamw)
 

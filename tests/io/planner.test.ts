@@ -91,7 +91,7 @@ describe('memory planner: sizes', () => {
     expect(plan.evaluationRun).toBeNull();
     expect(plan.totalBytes).toBe(Object.values(plan.bytesByPurpose).reduce((a, b) => a + b, 0));
     // Scratch: dresidual, btc (N,C), two (N,4C), delta (B,NH,T), layernorm partials and, because wte trains, the
-    // token segments; then the readback slots and the gradient norm's buffers.
+    // token segments; then the readback slots, the gradient norm's buffers and AdamW's step count.
     const scratch = plan.buffers.filter((b) => b.purpose === 'scratch').map((b) => b.name);
     expect(scratch).toEqual([
       'scratch.dresidual',
@@ -108,6 +108,7 @@ describe('memory planner: sizes', () => {
       'gpt2.metrics.2',
       'gradnorm.partials',
       'gradnorm.result',
+      'adam.step',
     ]);
   });
 

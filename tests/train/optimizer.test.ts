@@ -1,6 +1,7 @@
 // The trainer's AdamW (src/engine/train/optimizer.ts) on WebGPU against the double-precision references of AdamW and
 // the global gradient norm: several tensors of awkward sizes, weight decay only on matrices, clipping on the global
-// norm, a changing learning rate, and an export/import of the optimizer state that continues exactly.
+// norm, a changing learning rate, an export/import of the optimizer state that continues exactly, and a step with a
+// non-finite gradient that is skipped without counting for the bias corrections.
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/engine/gpu/context.ts';
@@ -140,7 +141,7 @@ describe('AdamWOptimizer on WebGPU', () => {
     }));
     const resumed = await AdamWOptimizer.create(gpu, b, SETTINGS);
     resumed.importState(state);
-    expect(resumed.step).toBe(3);
+    expect(resumed.stepsPrepared).toBe(3);
     run(resumed, b, 3, 5);
     for (let i = 0; i < b.length; i++) {
       expectClose(await gpu.read(b[i].param), uninterrupted[i], { atol: 0, rtol: 0 }, `resumed ${SHAPES[i].name}`);
@@ -152,6 +153,37 @@ describe('AdamWOptimizer on WebGPU', () => {
       gpu.free(t.param);
       gpu.free(t.grad);
     }
+  });
+
+  // PyTorch's GradScaler skips optimizer.step() on a non-finite gradient, so its step count (t of 1 − β^t) stays put;
+  // counting the skipped step would make every later update use the bias corrections of one step too many.
+  it('skips a step whose gradient is not finite without counting it: later steps continue as if it never came', async () => {
+    const rng = new Rng(14);
+    const { params, tensors } = makeTensors(rng);
+    const grads = makeGrads(rng, 5);
+    const lrs = grads.map((_, k) => 0.01 * (1 - k / 8));
+    const skipped = 2;
+    const optimizer = await AdamWOptimizer.create(gpu, tensors, SETTINGS);
+    for (let k = 0; k < grads.length; k++) {
+      tensors.forEach((t, i) => gpu.write(t.grad, grads[k][i]));
+      if (k === skipped) gpu.write(tensors[1].grad, [NaN], 5);
+      optimizer.prepareStep(lrs[k]);
+      gpu.submit(optimizer.dispatches);
+    }
+    const state = await optimizer.exportState();
+    expect(state.step).toBe(grads.length - 1);
+    expect(optimizer.stepsPrepared).toBe(grads.length);
+    const keep = (_: unknown, k: number) => k !== skipped;
+    referenceSteps(params, grads.filter(keep), lrs.filter(keep));
+    for (let i = 0; i < tensors.length; i++) {
+      expectClose(await gpu.read(tensors[i].param), params[i], WEIGHTS, `param ${SHAPES[i].name}`);
+    }
+    optimizer.release();
+    for (const t of tensors) {
+      gpu.free(t.param);
+      gpu.free(t.grad);
+    }
+    expect(gpu.pool.bytesInUse).toBe(0);
   });
 
   it('leaves the gradient unscaled when clipping is off, and refuses a duplicated tensor', async () => {

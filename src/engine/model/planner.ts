@@ -552,6 +552,7 @@ export function planMemory(request: PlanRequest): MemoryPlan {
     const partials = planGradNorm(trainable.entries.map((e) => e.elementCount)).partialsLength;
     add('gradnorm.partials', 'scratch', alignElements(partials), []);
     add('gradnorm.result', 'scratch', alignElements(GRAD_NORM_RESULT.length), []);
+    add('adam.step', 'scratch', alignElements(1), []); // AdamW's step count, kept on the GPU (ops/adamw.ts)
   }
   if (evaluationRun) addRun(evaluationRun, 'eval.');
 

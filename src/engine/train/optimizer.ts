@@ -5,11 +5,15 @@
 // buffers (one for m and one for v unless the device's buffer size splits them; every tensor a 256-byte-aligned view,
 // like the planner's adam.m / adam.v), and are exported and imported for checkpoints together with the step count.
 //
+// The step count (t of the bias corrections 1 − β^t) lives on the GPU: a step whose gradient norm was not finite is
+// skipped by the update kernels, and the count then stays put, as PyTorch's does when GradScaler skips
+// optimizer.step(). The CPU cannot know which steps happened without a readback, so it only counts steps prepared.
+//
 // Weight decay follows Hugging Face's Trainer (and so TRL/PEFT runs): matrices decay — linear weights, embeddings,
 // LoRA A (R,in) and B (out,R) — while biases and LayerNorm gains/shifts (1-D tensors) do not.
 
 import { type Dispatch, type GpuContext, type GpuTensor } from '../gpu/context.ts';
-import { adamwUniforms, adamwUpdate, type AdamWHyperparameters } from '../ops/adamw.ts';
+import { adamwCount, adamwUniforms, adamwUpdate, type AdamWHyperparameters } from '../ops/adamw.ts';
 import { GRAD_NORM_RESULT, gradNorm, planGradNorm, type GradNormDispatches } from '../ops/gradnorm.ts';
 import { alignElements } from '../model/weights.ts';
 
@@ -62,7 +66,7 @@ export interface OptimizerTensorState {
 }
 
 export interface OptimizerState {
-  /** Updates done so far (the next update uses step + 1 in its bias corrections). */
+  /** Updates done so far, skipped steps not counted (the next update uses step + 1 in its bias corrections). */
   readonly step: number;
   readonly tensors: readonly OptimizerTensorState[];
 }
@@ -97,11 +101,14 @@ function packMoments(lengths: readonly number[], maxBytes: number): { buffers: n
 }
 
 export class AdamWOptimizer {
-  /** Gradient norm (partials, finalize) then one AdamW update per tensor: append these to the training step. */
+  /**
+   * Gradient norm (partials, finalize), one AdamW update per tensor, then the step count's advance: append these to
+   * the training step.
+   */
   readonly dispatches: readonly Dispatch[];
   /** (2) f32 [clipScale, norm] of the latest step (GRAD_NORM_RESULT); copy it out with the step's metrics. */
   readonly gradNormResult: GpuTensor;
-  private stepCount = 0;
+  private prepared = 0;
 
   private constructor(
     private readonly gpu: GpuContext,
@@ -112,12 +119,15 @@ export class AdamWOptimizer {
       slots: readonly MomentSlot[];
       partials: GpuTensor;
       result: GpuTensor;
+      /** (1) updates done (f32 holding a whole number), advanced by `count` on the GPU. */
+      stepCount: GpuTensor;
       norm: GradNormDispatches;
       updates: readonly Dispatch[];
+      count: Dispatch;
     },
   ) {
     this.gradNormResult = parts.result;
-    this.dispatches = [...parts.norm.all, ...parts.updates];
+    this.dispatches = [...parts.norm.all, ...parts.updates, parts.count];
   }
 
   /**
@@ -164,24 +174,25 @@ export class AdamWOptimizer {
     const grads = tensors.map((t) => t.grad);
     const partials = gpu.tensor(planGradNorm(grads.map((g) => g.length)).partialsLength, 'gradnorm.partials');
     const result = gpu.tensor(GRAD_NORM_RESULT.length, 'gradnorm.result');
+    const stepCount = gpu.tensor(1, 'adam.step');
     const norm = await gradNorm(gpu, { grads, partials, result }, s.maxGradNorm);
     const updates = await Promise.all(
       tensors.map((t, i) =>
         adamwUpdate(
           gpu,
-          { param: t.param, grad: t.grad, m: slots[i].m, v: slots[i].v, clipScale: result },
+          { param: t.param, grad: t.grad, m: slots[i].m, v: slots[i].v, clipScale: result, stepCount },
           t.param.length,
           hyperFor(s, 0, slots[i].decay),
-          1,
         ),
       ),
     );
-    return new AdamWOptimizer(gpu, tensors, s, { momentBuffers, slots, partials, result, norm, updates });
+    const count = await adamwCount(gpu, { clipScale: result, stepCount });
+    return new AdamWOptimizer(gpu, tensors, s, { momentBuffers, slots, partials, result, stepCount, norm, updates, count });
   }
 
-  /** Updates done so far. */
-  get step(): number {
-    return this.stepCount;
+  /** Steps prepared so far, skipped ones included (exportState() reads the updates done from the GPU). */
+  get stepsPrepared(): number {
+    return this.prepared;
   }
 
   get currentSettings(): Readonly<OptimizerSettings> {
@@ -189,15 +200,13 @@ export class AdamWOptimizer {
   }
 
   /**
-   * Writes the uniforms of the next update (learning rate, bias corrections of step + 1) and counts it. Call once
-   * per optimizer step, just before the submit that carries `dispatches`.
+   * Writes the uniforms of the next update (learning rate and the current settings) and returns the steps prepared
+   * so far, this one included. Call once per optimizer step, just before the submit that carries `dispatches`.
    */
   prepareStep(lr: number): number {
     if (!(lr >= 0) || !Number.isFinite(lr)) throw new RangeError(`AdamW: learning rate must be ≥ 0, got ${lr}`);
-    const t = this.stepCount + 1;
-    this.parts.updates.forEach((update, i) => update.setUniforms(adamwUniforms(hyperFor(this.settings, lr, this.parts.slots[i].decay), t)));
-    this.stepCount = t;
-    return t;
+    this.parts.updates.forEach((update, i) => update.setUniforms(adamwUniforms(hyperFor(this.settings, lr, this.parts.slots[i].decay))));
+    return ++this.prepared;
   }
 
   /** Changes β, ε, weight decay or the clip norm from the next step on (moments are kept). */
@@ -208,14 +217,15 @@ export class AdamWOptimizer {
     if (changes.maxGradNorm !== undefined) this.parts.norm.finalize.setUniforms({ maxNorm: next.maxGradNorm });
   }
 
-  /** Reads m and v back (one readback per moment buffer). Not inside a step: it waits for the GPU. */
+  /** Reads m, v and the step count back (one readback per buffer). Not inside a step: it waits for the GPU. */
   async exportState(): Promise<OptimizerState> {
-    const [m, v] = await Promise.all([
+    const [m, v, [step]] = await Promise.all([
       Promise.all(this.parts.momentBuffers.m.map((b) => this.gpu.read(b))),
       Promise.all(this.parts.momentBuffers.v.map((b) => this.gpu.read(b))),
+      this.gpu.read(this.parts.stepCount),
     ]);
     return {
-      step: this.stepCount,
+      step,
       tensors: this.parts.slots.map((s) => ({
         name: s.name,
         m: m[s.buffer].slice(s.offset, s.offset + s.length),
@@ -226,7 +236,8 @@ export class AdamWOptimizer {
 
   /** Restores moments and step count exactly; the state must name the same tensors with the same sizes. */
   importState(state: OptimizerState): void {
-    if (!(Number.isSafeInteger(state.step) && state.step >= 0)) throw new RangeError(`AdamW: bad step ${state.step}`);
+    // The GPU keeps the count in an f32, exact up to 2^24.
+    if (!(Number.isSafeInteger(state.step) && state.step >= 0 && state.step <= 2 ** 24)) throw new RangeError(`AdamW: bad step ${state.step}`);
     const byName = new Map(state.tensors.map((t) => [t.name, t]));
     for (const slot of this.parts.slots) {
       const saved = byName.get(slot.name);
@@ -246,13 +257,14 @@ export class AdamWOptimizer {
       this.gpu.write(slot.m, saved.m);
       this.gpu.write(slot.v, saved.v);
     }
-    this.stepCount = state.step;
+    this.gpu.write(this.parts.stepCount, [state.step]);
+    this.prepared = state.step;
   }
 
   /** Gives buffers and uniform buffers back to the pool. The tensors (param, grad) belong to the caller. */
   release(): void {
     for (const d of this.dispatches) d.release();
-    for (const b of [...this.parts.momentBuffers.m, ...this.parts.momentBuffers.v, this.parts.partials, this.parts.result]) this.gpu.free(b);
+    for (const b of [...this.parts.momentBuffers.m, ...this.parts.momentBuffers.v, this.parts.partials, this.parts.result, this.parts.stepCount]) this.gpu.free(b);
   }
 }
 
