@@ -2,6 +2,7 @@
 // coarse calls so that data validation, training and generation all use the same one. Only a plain `ModelSummary`
 // ever leaves the worker. Loading a new model replaces the current one only when the new one loaded completely.
 
+import type { FrozenWeightStorage } from '../engine/model/planner.ts';
 import { TunelabError } from '../engine/errors.ts';
 import type { GpuContext } from '../engine/gpu/context.ts';
 import { headSize } from '../engine/model/config.ts';
@@ -121,11 +122,30 @@ let uploaded: { generation: number; gpu: GpuContext; model: Gpt2Model } | undefi
  */
 export function currentGpuModel(gpu: GpuContext): Gpt2Model {
   if (!current) throw new TunelabError('bad-model', 'no model is loaded yet');
-  if (uploaded && uploaded.generation === current.summary.generation && uploaded.gpu === gpu) return uploaded.model;
+  if (uploaded && uploaded.generation === current.summary.generation && uploaded.gpu === gpu && uploaded.model.frozenWeights === frozenWeights) {
+    return uploaded.model;
+  }
   if (uploaded && uploaded.gpu === gpu) uploaded.model.destroy();
   const { config, weights } = current.loaded;
-  uploaded = { generation: current.summary.generation, gpu, model: Gpt2Model.create(gpu, config, weights) };
+  uploaded = { generation: current.summary.generation, gpu, model: Gpt2Model.create(gpu, config, weights, { frozenWeights }) };
   return uploaded.model;
+}
+
+// How the GPU keeps the weights LoRA leaves frozen: f32, or packed f16 (half their memory, f16-rounded weights).
+let frozenWeights: FrozenWeightStorage = 'f32';
+
+/** The storage the next upload of the model uses (the app's setting). */
+export function frozenWeightStorage(): FrozenWeightStorage {
+  return frozenWeights;
+}
+
+/**
+ * Chooses how the frozen weights are kept on the GPU. The model is uploaded again (in the new form) the next time
+ * something runs it; the adapters are not touched.
+ */
+export function setFrozenWeightStorage(storage: FrozenWeightStorage): void {
+  if (storage !== 'f32' && storage !== 'f16') throw new TunelabError('bad-data', `frozen weights are kept as f32 or f16, not ${String(storage)}`);
+  frozenWeights = storage;
 }
 
 /** Context validation assumes before any model has loaded: GPT-2's. */

@@ -95,6 +95,8 @@ export interface MemoryEstimateRequest {
   batchSize: number;
   sequenceLength: number;
   lora: { rank: number; targets: LoraTarget[]; layers: LayerSelection };
+  /** How the frozen weights are kept (the Model panel's setting; default: the worker's current one). */
+  frozenWeights?: 'f32' | 'f16';
 }
 
 export interface MemoryEstimate {

@@ -10,7 +10,7 @@ import { TunelabError } from '../engine/errors.ts';
 import type { AdapterSummary } from '../engine/gpu/adapter.ts';
 import { prepareDataset } from '../engine/data/index.ts';
 import { checkMemoryPlan, findLimitBreach, planMemory } from '../engine/model/planner.ts';
-import { countingTokenizer, currentModel, openModel } from './model-session.ts';
+import { countingTokenizer, currentModel, frozenWeightStorage, openModel, setFrozenWeightStorage } from './model-session.ts';
 import { cancelHubLoad, deleteCachedHubModel, listCachedHubModels, openHubModel } from './model-session.ts';
 import type { CachedHubModels, HubLoadProgress, HubModelLoaded, HubModelRequest } from './protocol.ts';
 import * as playground from './playground-session.ts';
@@ -134,6 +134,7 @@ const api = {
         sequenceLength,
         mode: { kind: 'lora', rank: request.lora.rank, targets: request.lora.targets, layers: request.lora.layers },
         limits: { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize },
+        frozenWeights: request.frozenWeights ?? frozenWeightStorage(),
       });
       let refusal: string | null = null;
       if (findLimitBreach(plan)) {
@@ -154,6 +155,20 @@ const api = {
         maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
         refusal,
       };
+    });
+  },
+
+  /**
+   * Keeps the weights LoRA does not train as f32 or as packed f16 on the GPU (half their memory; the model then
+   * computes with f16-rounded weights). Takes effect the next time the model runs; refused while a run trains.
+   */
+  setFrozenWeights(storage: 'f32' | 'f16'): Promise<Outcome<'f32' | 'f16'>> {
+    return settle(() => {
+      if (training.isTraining()) {
+        throw new TunelabError('bad-model', 'a training run is going; change how the weights are kept once it has ended');
+      }
+      setFrozenWeightStorage(storage);
+      return storage;
     });
   },
 

@@ -32,7 +32,7 @@ import type { Tokenizer } from '../engine/tokenizer/index.ts';
 import { decodeCheckpoint, encodeCheckpoint, type TrainingCheckpoint } from '../engine/train/checkpoint.ts';
 import { ResilientTrainer, type ResilientEvent } from '../engine/train/resilient.ts';
 import { trainConfig, type Trainer, type TrainConfig } from '../engine/train/trainer.ts';
-import { currentGpuModel, currentModel, currentTrainedAdapter, setTrainedAdapter } from './model-session.ts';
+import { currentGpuModel, currentModel, currentTrainedAdapter, frozenWeightStorage, setTrainedAdapter } from './model-session.ts';
 import type {
   AdapterFiles,
   Failure,
@@ -338,6 +338,7 @@ async function train(
     sequenceLength: prepared.batcher.sequenceLength,
     mode: { kind: 'lora', rank: lora.rank, targets: lora.targets, layers: lora.layers },
     limits: { maxBufferSize: limits.maxBufferSize, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize },
+    frozenWeights: frozenWeightStorage(),
   });
 
   const runId = request.runId;

@@ -128,4 +128,37 @@ describe('model panel', () => {
       await rm(parent, { recursive: true, force: true });
     }
   });
+
+  it('keeps the frozen weights in f16 on request: a run needs less memory, the model still answers, the choice is kept', async () => {
+    await withWorkspace(async ({ page }) => {
+      page.setDefaultTimeout(120_000); // estimates and a reload on a busy SwiftShader machine
+      const runBytes = async () => {
+        await page.waitForFunction(() => document.querySelector('[data-testid="model-run-bytes"]')?.textContent?.trim() !== '–');
+        return (await text(page, 'model-run-bytes'));
+      };
+      const f32 = await runBytes();
+      const toggle = page.getByTestId('frozen-weights-f16');
+      expect(await toggle.isChecked()).toBe(false);
+      await toggle.check();
+      // The estimate is asked again for f16: the tiny model's 4 Conv1D matrices per block take half the bytes.
+      await page.waitForFunction((before) => {
+        const now = document.querySelector('[data-testid="model-run-bytes"]')?.textContent?.trim();
+        return now !== before && now !== '–';
+      }, f32);
+      const toBytes = (s: string) => Number.parseFloat(s) * { KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[s.split(' ')[1] as 'KiB'];
+      expect(toBytes(await runBytes())).toBeLessThan(toBytes(f32));
+
+      // The playground's base model runs on the packed weights.
+      await page.getByTestId('playground-prompt').fill('Hello');
+      await page.getByTestId('generate').click();
+      await page.waitForSelector('[data-testid="playground-columns"][data-running="false"]', { timeout: 120_000 });
+      expect(await page.getByTestId('answer-base').getAttribute('data-phase')).toBe('done');
+
+      await page.reload();
+      await page.waitForSelector('[data-testid="model-summary"][data-phase="ready"]', { timeout: 60_000 });
+      expect(await page.getByTestId('frozen-weights-f16').isChecked()).toBe(true);
+      await page.getByTestId('frozen-weights-f16').uncheck();
+      await page.waitForFunction((before) => document.querySelector('[data-testid="model-run-bytes"]')?.textContent?.trim() === before, f32);
+    });
+  });
 });

@@ -13,6 +13,7 @@ import type {
   ModelSummary,
   Outcome,
 } from '../../workers/protocol.ts';
+import { readStored, writeStored } from './persist.ts';
 
 /** The model every visit starts with, relative to the page (the app is served from any sub-path). */
 export const BUNDLED_MODEL = { path: 'models/tiny/', name: 'tiny' } as const;
@@ -21,6 +22,10 @@ export const BUNDLED_MODEL = { path: 'models/tiny/', name: 'tiny' } as const;
 export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json'] as const;
 
 export type ModelPhase = 'idle' | 'loading' | 'ready' | 'failed';
+
+/** How the GPU keeps the weights LoRA does not train: f32, or packed f16 (half the memory). */
+export type FrozenWeights = 'f32' | 'f16';
+const FROZEN_WEIGHTS_KEY = 'model.frozen-weights.v1';
 
 /** The worker calls behind Hub loading (in the app: the trainer worker's "hub models" calls). */
 export interface HubModelCalls {
@@ -61,15 +66,43 @@ export class ModelState {
   cachedHubModels = $state.raw<CachedHubModels | undefined>(undefined);
   /** Why listing or deleting cached models failed. */
   cacheFailure = $state.raw<Failure | undefined>(undefined);
+  /** How the frozen weights are kept on the GPU (remembered across visits). */
+  frozenWeights = $state<FrozenWeights>(readStored(FROZEN_WEIGHTS_KEY) === 'f16' ? 'f16' : 'f32');
+  /** Why the last change of `frozenWeights` was refused (a run is training …). */
+  frozenWeightsFailure = $state.raw<Failure | undefined>(undefined);
+  private readonly storeWeights: ((storage: FrozenWeights) => Promise<Outcome<FrozenWeights>>) | undefined;
 
   private readonly load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>;
   private readonly hub: HubModelCalls | undefined;
   /** Only the newest load may change the state: a slow earlier one that finishes later is ignored. */
   private latestLoad = 0;
 
-  constructor(load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>, hub?: HubModelCalls) {
+  constructor(
+    load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>,
+    hub?: HubModelCalls,
+    storeWeights?: (storage: FrozenWeights) => Promise<Outcome<FrozenWeights>>,
+  ) {
     this.load = load;
     this.hub = hub;
+    this.storeWeights = storeWeights;
+  }
+
+  /**
+   * Keeps the frozen weights as f32 or f16 on the GPU from now on (the worker uploads the model again when it next
+   * runs). Called with the current value, it tells a fresh worker the remembered choice.
+   */
+  async setFrozenWeights(storage: FrozenWeights): Promise<void> {
+    if (!this.storeWeights) return;
+    const before = this.frozenWeights;
+    this.frozenWeights = storage;
+    const outcome = await this.storeWeights(storage);
+    if (outcome.ok) {
+      this.frozenWeightsFailure = undefined;
+      writeStored(FROZEN_WEIGHTS_KEY, storage);
+    } else {
+      this.frozenWeights = before;
+      this.frozenWeightsFailure = outcome.failure;
+    }
   }
 
   /** Loads the model that ships with the app (public/models/tiny/). */

@@ -11,6 +11,8 @@ export interface RunEstimateInputs {
   model: ModelSummary | undefined;
   report: DataReport | undefined;
   settings: TrainSettings;
+  /** How the frozen weights are kept (the Model panel's setting). */
+  frozenWeights?: 'f32' | 'f16';
 }
 
 export interface StepEstimate {
@@ -43,11 +45,16 @@ export class RunEstimate {
 
   /** B, T and the adapter the memory estimate is for; T is the data's (the longest example), else the context. */
   readonly request: MemoryEstimateRequest | null = $derived.by(() => {
-    const { model, report, settings } = this.inputs();
+    const { model, report, settings, frozenWeights } = this.inputs();
     if (!model || !settings.valid) return null;
     const { batchSize, lora } = settings.values;
     const sequenceLength = Math.min(model.context, report?.stats.sequenceLength || model.context);
-    return { batchSize, sequenceLength, lora: { rank: lora.rank, targets: [...lora.targets], layers: lora.layers } };
+    return {
+      batchSize,
+      sequenceLength,
+      lora: { rank: lora.rank, targets: [...lora.targets], layers: lora.layers },
+      ...(frozenWeights ? { frozenWeights } : {}),
+    };
   });
 
   private readonly inputs: () => RunEstimateInputs;
