@@ -19,7 +19,7 @@ import {
   matmulBackwardInputF16W as matmulBackwardInputF16WKernel,
   matmulForwardF16W as matmulForwardF16WKernel,
 } from '../../kernels/registry.ts';
-import { planMatmul, type MatmulShape, type MatmulTiles } from './matmul.ts';
+import { planMatmul, tileOverrides, type MatmulShape, type MatmulTiles } from './matmul.ts';
 
 /** A frozen weight W (K,N) on the GPU as packed f16 pairs: `packed` holds K·ceil(N/2) u32 elements. */
 export interface F16Weights {
@@ -123,26 +123,6 @@ function planTiles(rows: number, cols: number, depth: number, tiles?: Partial<Ma
   return plan.tiles;
 }
 
-/** Tile overrides, after checking them against the device's workgroup limits (the tiles are the f32 kernels' size). */
-function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
-  const limits = gpu.device.limits;
-  const cols = t.TILE_COLS / t.THREAD_COLS;
-  const rows = t.TILE_ROWS / t.THREAD_ROWS;
-  const bytes = t.TILE_DEPTH * (t.TILE_ROWS + 4 + t.TILE_COLS + 4) * 4; // both f32 tiles at their largest padding
-  if (
-    cols * rows > limits.maxComputeInvocationsPerWorkgroup ||
-    cols > limits.maxComputeWorkgroupSizeX ||
-    rows > limits.maxComputeWorkgroupSizeY ||
-    bytes > limits.maxComputeWorkgroupStorageSize
-  ) {
-    throw new RangeError(
-      `${name}: tiles ${JSON.stringify(t)} need ${cols}×${rows} threads and ${bytes} bytes of workgroup memory, ` +
-        `beyond this device's limits (${limits.maxComputeInvocationsPerWorkgroup} threads, ` +
-        `${limits.maxComputeWorkgroupStorageSize} bytes)`,
-    );
-  }
-  return { ...t };
-}
 
 /**
  * out (M,N) = inp (M,K) · W (K,N) [+ bias (N)], W stored as f16. Without a bias the kernel is compiled with

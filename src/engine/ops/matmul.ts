@@ -192,7 +192,8 @@ function checkLength(name: string, tensor: GpuTensor, needed: number, what: stri
 }
 
 /** Tile overrides, after checking them against the device's workgroup limits. */
-function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
+/** Tile overrides, after checking them against the device's workgroup limits (also used by matmul-f16.ts). */
+export function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
   const limits = gpu.device.limits;
   const cols = t.TILE_COLS / t.THREAD_COLS;
   const rows = t.TILE_ROWS / t.THREAD_ROWS;
