@@ -55,7 +55,7 @@ const benches: Record<string, BenchEntry> = {
       '    one LoRA training step (forward, backward, clip, AdamW; one submit), ms and tokens/s. Default GPT-2 small\n' +
       '    (12 layers, 768 wide, 12 heads, vocabulary 50257), batch 8 × 256, rank 8 on c_attn, random weights;\n' +
       '    on SwiftShader 2 layers, 64 wide, 4 heads, vocabulary 512, batch 2 × 32 ("scaled": true).\n' +
-      '    --f16-weights stores the frozen Conv1D weights as packed f16 (half their memory, f32 arithmetic).',
+      '    --f16-weights stores the frozen weight matrices and wte as packed f16 (half their memory, f32 arithmetic).',
     valued: [...COMMON, ...STEP_OPTIONS],
     prepare: (options) => prepareStep(options, 'step'),
   },
@@ -281,7 +281,7 @@ function prepareGenerate(options: Map<string, string>): Prepared {
   };
 }
 
-/** --f16-weights: the frozen Conv1D weights as packed f16. */
+/** --f16-weights: the frozen weight matrices and wte as packed f16. */
 function frozenWeightsOf(options: Map<string, string>): 'f32' | 'f16' {
   return options.has('f16-weights') ? 'f16' : 'f32';
 }

@@ -669,3 +669,26 @@ export const matmulBackwardInputF16W = defineKernel({
   overrides: MATMUL_F16W_TILE_DEFAULTS,
 });
 // (end of matmul f16 weights)
+
+// ---- embedding f16 weights ---------------------------------------------------------------------------------------
+import embeddingForwardF16WSource from './embedding_forward_f16w.wgsl?raw';
+
+/** wte: (V, ceil(C/2)) u32, f16 pairs along C (ops/matmul-f16.ts `packF16`); otherwise as embeddingForward. */
+export const embeddingForwardF16W = defineKernel({
+  name: 'embedding_forward_f16w',
+  source: embeddingForwardF16WSource,
+  bindings: [
+    { name: 'ids', access: 'read' },
+    { name: 'wte', access: 'read' },
+    { name: 'wpe', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'T', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'V', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+// (end of embedding f16 weights)

@@ -1,4 +1,5 @@
-// A GPT-2 whose frozen Conv1D weights are stored as packed f16 (Gpt2Model option frozenWeights: 'f16'), judged by the
+// A GPT-2 whose frozen Conv1D weights and frozen tied wte are stored as packed f16 (Gpt2Model option frozenWeights:
+// 'f16'; wte then feeds the f16 embedding lookup and the f16 LM-head matmuls), judged by the
 // float64 reference model (src/engine/reference/gpt2.ts) run on the same weights rounded to f16 by the independent
 // reference rounding (src/engine/reference/f16.ts): the GPU then differs from its judge only by f32 arithmetic, so the
 // tolerances are tests/model/gpt2.test.ts's: logits and loss 1e-4 absolute, gradients REDUCTION (1e-4 + 1e-3 rel).
@@ -62,6 +63,8 @@ const targets = Array.from({ length: B * T }, () => rng.int(50));
 const mask = Array.from({ length: B * T }, (_, i) => (i % T < 3 || i % 5 === 0 ? 0 : 1));
 const batch = { B, T, ids, targets, mask };
 const linearWeights = layout.entries.filter((e) => e.kind === 'linear-weight').map((e) => e.name);
+/** What 'f16' packs when wte is frozen (LoRA, inference, selective), in layout order: wte first. */
+const frozenWteAndLinear = ['wte.weight', ...linearWeights];
 
 let gpu: GpuContext;
 beforeAll(async () => {
@@ -71,24 +74,35 @@ afterAll(() => {
   expect(gpu.pool.bytesInUse).toBe(0);
 });
 
-describe('frozen Conv1D weights stored as f16 (frozenWeights: f16)', () => {
+describe('frozen Conv1D weights and wte stored as f16 (frozenWeights: f16)', () => {
   it('LoRA model: logits, loss and adapter gradients match the reference on f16-rounded weights', async () => {
     const model = Gpt2Model.create(gpu, config, weights, { frozenWeights: 'f16', training: { kind: 'lora' } });
     const adapter = LoraAdapter.create(gpu, config, lora, { tensors: loraTensors });
     try {
-      expect(model.packedWeights.sort()).toEqual([...linearWeights].sort());
+      expect(model.packedWeights.sort()).toEqual([...frozenWteAndLinear].sort());
       expect(() => model.tensor('h.0.mlp.c_fc.weight')).toThrow(/packed f16/);
-      const reference = roundedReference(linearWeights);
+      expect(() => model.tensor('wte.weight')).toThrow(/packed f16/);
+      const reference = roundedReference(frozenWteAndLinear);
       const forward = gpt2ReferenceForward(config, reference, referenceLora, batch);
       const grads = gpt2ReferenceBackward(config, reference, referenceLora, batch, forward);
       // The rounding must matter at this tolerance, or the comparison could not tell f16 weights from f32 ones.
       const unrounded = gpt2ReferenceForward(config, exact, referenceLora, batch);
       expect(maxAbsDiff(unrounded.logits, forward.logits)).toBeGreaterThan(10 * LOGITS.atol);
+      // So must wte's own rounding, or a GPU that still read an f32 wte would pass.
+      const wteUnrounded = gpt2ReferenceForward(config, roundedReference(linearWeights), referenceLora, batch);
+      expect(maxAbsDiff(wteUnrounded.logits, forward.logits)).toBeGreaterThan(10 * LOGITS.atol);
 
       const shape = { batchSize: B, sequenceLength: T };
       const inference = await Gpt2Run.create(gpu, model, { ...shape, mode: { kind: 'inference' }, keepLogits: true, adapter });
       try {
         expect(inference.forward.filter((d) => d.kernel === 'matmul_forward_f16w')).toHaveLength(4 * config.nLayer);
+        // The embedding and the logits (one classifier chunk: BT = 39 rows) read the packed wte.
+        expect(inference.forward.filter((d) => d.kernel === 'embedding_forward_f16w')).toHaveLength(1);
+        expect(inference.forward.filter((d) => d.kernel === 'matmul_backward_input_f16w')).toHaveLength(1);
+        const f32WteReaders = inference.forward.filter(
+          (d) => d.kernel === 'embedding_forward' || (d.kernel.startsWith('matmul_backward_input') && d.kernel !== 'matmul_backward_input_f16w'),
+        );
+        expect(f32WteReaders).toHaveLength(0);
         inference.setBatch({ ids, targets, mask });
         await inference.step();
         expectClose(await inference.readLogits(), forward.logits, LOGITS, 'logits');
@@ -100,6 +114,10 @@ describe('frozen Conv1D weights stored as f16 (frozenWeights: f16)', () => {
       const training = await Gpt2Run.create(gpu, model, { ...shape, mode: { kind: 'lora' }, adapter, classifierChunk: 8 });
       try {
         expect(training.backward.some((d) => d.kernel === 'matmul_backward_input_f16w')).toBe(true);
+        // Five classifier chunks of 8 rows: logits and dlnf each read the packed wte once per chunk.
+        const chunks = Math.ceil((B * T) / 8);
+        expect(training.forward.filter((d) => d.kernel === 'matmul_backward_input_f16w')).toHaveLength(chunks);
+        expect(training.forward.filter((d) => d.kernel === 'matmul_forward_f16w')).toHaveLength(4 * config.nLayer + chunks);
         training.setBatch({ ids, targets, mask });
         await training.step();
         expectClose([(await training.readMetrics()).loss], [forward.loss], LOGITS, 'loss (lora run)');
@@ -122,8 +140,8 @@ describe('frozen Conv1D weights stored as f16 (frozenWeights: f16)', () => {
   it('selective model: the trained blocks stay f32, the rest is packed; gradients match the reference', async () => {
     const model = Gpt2Model.create(gpu, config, weights, { frozenWeights: 'f16', training: { kind: 'selective', lastBlocks: 1 } });
     try {
-      const packed = linearWeights.filter((name) => !name.startsWith('h.2.'));
-      expect(model.packedWeights.sort()).toEqual(packed.sort());
+      const packed = frozenWteAndLinear.filter((name) => !name.startsWith('h.2.'));
+      expect(model.packedWeights.sort()).toEqual([...packed].sort());
       const reference = roundedReference(packed);
       const forward = gpt2ReferenceForward(config, reference, null, batch);
       const grads = gpt2ReferenceBackward(config, reference, null, batch, forward);
@@ -149,7 +167,7 @@ describe('frozen Conv1D weights stored as f16 (frozenWeights: f16)', () => {
     try {
       const prompt = ids.slice(0, 11); // two prefill passes: 8 rows, then 3 padded to 4
       const logits = await decoder.prefill(prompt);
-      const reference = gpt2ReferenceForward(config, roundedReference(linearWeights), null, { B: 1, T: 11, ids: prompt });
+      const reference = gpt2ReferenceForward(config, roundedReference(frozenWteAndLinear), null, { B: 1, T: 11, ids: prompt });
       expectClose(logits, reference.logits.subarray(10 * 50, 11 * 50), LOGITS, 'prefill logits');
     } finally {
       decoder.destroy();
@@ -171,8 +189,8 @@ describe('frozen Conv1D weights stored as f16 (frozenWeights: f16)', () => {
   it('the planner counts exactly what the model allocates, and f16 saves exactly the packed bytes', () => {
     const limits = gpu.device.limits;
     for (const [mode, packed] of [
-      [{ kind: 'lora', rank: 3, targets: ['c_attn'], layers: 'all' }, linearWeights],
-      [{ kind: 'selective', lastBlocks: 1 }, linearWeights.filter((name) => !name.startsWith('h.2.'))],
+      [{ kind: 'lora', rank: 3, targets: ['c_attn'], layers: 'all' }, frozenWteAndLinear],
+      [{ kind: 'selective', lastBlocks: 1 }, frozenWteAndLinear.filter((name) => !name.startsWith('h.2.'))],
       [{ kind: 'full' }, []],
     ] as const) {
       const request: PlanRequest = { config, batchSize: B, sequenceLength: T, mode, limits };

@@ -22,11 +22,12 @@ import { TunelabError } from '../errors.ts';
 import type { Dispatch, GpuContext, GpuTensor } from '../gpu/context.ts';
 import { attentionDecode, kvCacheLength, kvCacheWrite, setDecodePosition, type DecodeShape } from '../ops/decode.ts';
 import { embeddingForward } from '../ops/embedding.ts';
+import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
 import { geluForward } from '../ops/gelu.ts';
 import { layernormForward } from '../ops/layernorm.ts';
 import { loraForward } from '../ops/lora.ts';
 import { matmulBackwardInput, matmulForward, type MatmulTiles } from '../ops/matmul.ts';
-import { matmulForwardF16W } from '../ops/matmul-f16.ts';
+import { matmulBackwardInputF16W, matmulForwardF16W } from '../ops/matmul-f16.ts';
 import { residualForward } from '../ops/residual.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { Gpt2Model } from '../model/gpt2.ts';
@@ -225,14 +226,15 @@ export class Gpt2Decoder {
           { N: B, C, eps },
         ),
       );
-      // logits (B,V) = lnf (B,C) · wteᵀ: the "backward input" layout with wte (V,C) as the (K=V, N=C) weight.
+      // logits (B,V) = lnf (B,C) · wteᵀ: the "backward input" layout with wte (V,C) as the (K=V, N=C) weight, read
+      // packed when the model keeps a frozen wte as f16 (same tiles: the f16 kernel plans them as the f32 one does).
+      const logits = { dinp: this.t('logits'), dout: this.t('lnf') };
+      const packedWte = this.model.f16Weight('wte.weight');
+      const options = { tiles: rowTiles(B) };
       head.push(
-        await matmulBackwardInput(
-          gpu,
-          { dinp: this.t('logits'), dout: this.t('lnf'), weight: this.model.tensor('wte.weight') },
-          { M: B, N: C, K: V },
-          { tiles: rowTiles(B) },
-        ),
+        packedWte
+          ? await matmulBackwardInputF16W(gpu, { ...logits, weight: packedWte }, { M: B, N: C, K: V }, options)
+          : await matmulBackwardInput(gpu, { ...logits, weight: this.model.tensor('wte.weight') }, { M: B, N: C, K: V }, options),
       );
     } catch (error) {
       for (const d of head) d.release();
@@ -298,8 +300,10 @@ export class Gpt2Decoder {
     };
 
     try {
-      const wte = this.model.tensor('wte.weight');
-      all.push(await embeddingForward(gpu, { out: t('residual'), ids: t('ids'), wte, wpe: t('positions') }, { B, T: Tq, C, V }));
+      const embedding = { out: t('residual'), ids: t('ids'), wpe: t('positions') };
+      const packedWte = this.model.f16Weight('wte.weight'); // a frozen wte kept only as f16 (frozenWeights 'f16')
+      if (packedWte) all.push(await embeddingForwardF16W(gpu, { ...embedding, wte: packedWte }, { B, T: Tq, C, V }));
+      else all.push(await embeddingForward(gpu, { ...embedding, wte: this.model.tensor('wte.weight') }, { B, T: Tq, C, V }));
       for (let l = 0; l < config.nLayer; l++) {
         const w = (name: string) => this.model.tensor(`h.${l}.${name}`);
         /** ln (M,C) = LayerNorm of inp with h.l's ln_1 or ln_2. */

@@ -20,6 +20,7 @@ import { type Dispatch, type GpuContext, type GpuTensor } from '../gpu/context.t
 import { attentionBackward, attentionForward } from '../ops/attention.ts';
 import { CROSS_ENTROPY_RESULT, crossEntropyForwardBackward, crossEntropyMetrics } from '../ops/crossentropy.ts';
 import { buildTokenSegments, embeddingBackward, embeddingForward, writeTokenSegments, type TokenSegmentTensors } from '../ops/embedding.ts';
+import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
 import { geluBackward, geluForward } from '../ops/gelu.ts';
 import { layernormBackward, layernormForward } from '../ops/layernorm.ts';
 import { loraBackward, loraForward, type LoraDispatches } from '../ops/lora.ts';
@@ -58,13 +59,14 @@ const WPE = 'wpe.weight';
 
 export interface Gpt2ModelOptions {
   /**
-   * 'f32' (default): every weight in f32. 'f16': the Conv1D weights that `training` leaves frozen are kept only as
-   * packed f16 (half their memory; matmuls unpack to f32), so the model computes with f16-rounded weights.
+   * 'f32' (default): every weight in f32. 'f16': the Conv1D weights and the tied wte that `training` leaves frozen are
+   * kept only as packed f16 (half their memory; the kernels unpack to f32), so the model computes with f16-rounded
+   * weights.
    */
   frozenWeights?: FrozenWeightStorage;
   /**
-   * The training the model will serve, which decides what 'f16' packs: LoRA or inference (default) freezes every
-   * Conv1D weight; selective keeps the last blocks' weights f32; full packs nothing. A run that would train a packed
+   * The training the model will serve, which decides what 'f16' packs: LoRA or inference (default) freezes wte and
+   * every Conv1D weight; selective keeps the last blocks' weights f32 (wte stays frozen); full packs nothing. A run that would train a packed
    * weight is refused.
    */
   training?: Gpt2Mode;
@@ -72,7 +74,7 @@ export interface Gpt2ModelOptions {
 
 /**
  * GPT-2's parameters on the GPU: the f32 tensors in the flat layout of weights.ts cut into buffers ≤ maxBufferSize,
- * one view each, and (frozenWeights 'f16') the frozen Conv1D weights packed in 'params.f16.N' buffers, as planned by
+ * one view each, and (frozenWeights 'f16') the frozen Conv1D weights and wte packed in 'params.f16.N' buffers, as planned by
  * planner.ts's planModelWeights.
  */
 export class Gpt2Model {
@@ -162,7 +164,7 @@ export class Gpt2Model {
     throw new RangeError(`GPT-2 has no parameter ${name}`);
   }
 
-  /** The packed f16 weight of a frozen Conv1D layer, or undefined when `name` is stored in f32. */
+  /** The packed f16 weight of a frozen Conv1D layer or of a frozen wte (K = V, N = C), or undefined when `name` is f32. */
   f16Weight(name: string): F16Weights | undefined {
     return this.packedViews.get(name);
   }
@@ -813,10 +815,13 @@ async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
   const V = config.vocabSize;
   const NH = config.nHead;
   const eps = config.layerNormEpsilon;
-  const wte = r.param(WTE);
+  // A frozen wte may be kept only packed (frozenWeights 'f16'): then the lookup and the tied head both read it as f16.
+  const packedWte = r.model.f16Weight(WTE);
   const list = r.newList();
 
-  list.push(await embeddingForward(gpu, { out: r.view('encoded'), ids: r.view('ids'), wte, wpe: r.param(WPE) }, { B, T, C, V }));
+  const embedding = { out: r.view('encoded'), ids: r.view('ids'), wpe: r.param(WPE) };
+  if (packedWte) list.push(await embeddingForwardF16W(gpu, { ...embedding, wte: packedWte }, { B, T, C, V }));
+  else list.push(await embeddingForward(gpu, { ...embedding, wte: r.param(WTE) }, { B, T, C, V }));
   for (let l = 0; l < config.nLayer; l++) {
     const act = (kind: string) => r.act(l, kind);
     const w = (name: string) => r.param(`h.${l}.${name}`);
@@ -867,7 +872,9 @@ async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
     const rows = Math.min(r.plan.chunk, BT - start);
     const lnfChunk = gpu.view(lnf, start * C, rows * C, `lnf[${start}:]`); // (rows, C)
     // logits (rows,V) = lnfChunk (rows,C) · wteᵀ: the "backward input" layout with wte (V,C) as the (K=V, N=C) weight.
-    list.push(await matmulBackwardInput(gpu, { dinp: logits, dout: lnfChunk, weight: wte }, { M: rows, N: C, K: V }));
+    const logitsShape = { M: rows, N: C, K: V };
+    if (packedWte) list.push(await matmulBackwardInputF16W(gpu, { dinp: logits, dout: lnfChunk, weight: packedWte }, logitsShape));
+    else list.push(await matmulBackwardInput(gpu, { dinp: logits, dout: lnfChunk, weight: r.param(WTE) }, logitsShape));
     const crossEntropy = await crossEntropyForwardBackward(gpu, ce, {
       rows,
       vocab: V,
@@ -880,7 +887,9 @@ async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
     if (r.training) {
       const dlnfChunk = gpu.view(r.view('btc'), start * C, rows * C, `dlnf[${start}:]`);
       // dlnf (rows,C) = dlogits (rows,V) · wte (V,C): the "forward" layout.
-      list.push(await matmulForward(gpu, { out: dlnfChunk, inp: logits, weight: wte }, { M: rows, N: C, K: V }));
+      const dlnfShape = { M: rows, N: C, K: V };
+      if (packedWte) list.push(await matmulForwardF16W(gpu, { out: dlnfChunk, inp: logits, weight: packedWte }, dlnfShape));
+      else list.push(await matmulForward(gpu, { out: dlnfChunk, inp: logits, weight: r.param(WTE) }, dlnfShape));
       // dwte (V,C) += dlogitsᵀ · lnf: the tied head's share of wte's gradient.
       if (dwte) list.push(await matmulBackwardWeight(gpu, { dweight: dwte, inp: logits, dout: lnfChunk }, { M: rows, N: C, K: V }));
     }

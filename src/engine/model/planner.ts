@@ -312,13 +312,14 @@ export function planGpt2Run(config: ModelConfig, shape: Gpt2RunShape, limits: De
 // ---- the model's weights: f32, or frozen Conv1D weights packed as f16 ---------------------------------------------
 
 /**
- * How a model stores its frozen weights. 'f16': every Conv1D weight W (K,N) that no run of the model's training mode
- * updates is kept only as packed f16 pairs (ops/matmul-f16.ts: K·ceil(N/2) u32), half the bytes; the arithmetic stays
- * f32. Everything else (embeddings, layernorms, biases, trained weights) stays f32.
+ * How a model stores its frozen weights. 'f16': every Conv1D weight W (K,N), and the tied token table wte (V,C) read
+ * as W with K = V, N = C, that no run of the model's training mode updates is kept only as packed f16 pairs
+ * (ops/matmul-f16.ts: K·ceil(N/2) u32), half the bytes; the arithmetic stays f32. Everything else (wpe, layernorms,
+ * biases, trained weights) stays f32.
  */
 export type FrozenWeightStorage = 'f32' | 'f16';
 
-/** One packed Conv1D weight inside a 'params.f16.N' buffer: `length` = K·ceil(N/2) u32 at element `offset`. */
+/** One packed weight (a Conv1D W, or wte as K = V, N = C) inside a 'params.f16.N' buffer: `length` = K·ceil(N/2) u32 at element `offset`. */
 export interface PackedWeightView extends RunViewPlan {
   /** Rows of W (input features). */
   readonly K: number;
@@ -333,12 +334,15 @@ export interface ModelWeightsPlan {
   readonly f16: readonly { readonly elements: number; readonly views: readonly PackedWeightView[] }[];
 }
 
-/** The Conv1D weights a model stores as f16 for runs of `training`: every linear weight that mode leaves frozen. */
+/**
+ * The weights a model stores as f16 for runs of `training`: wte and every linear weight that mode leaves frozen (all
+ * of them for LoRA and inference, the blocks below the trained ones for selective, none for full).
+ */
 export function packedWeightNames(config: ModelConfig, storage: FrozenWeightStorage, training: Gpt2Mode): string[] {
   if (storage === 'f32') return [];
   const trained = training.kind === 'lora' || training.kind === 'inference' ? new Set<string>() : new Set(trainableLayout(config, training, undefined).byName.keys());
   return gpt2ParameterLayout(config)
-    .entries.filter((e) => e.kind === 'linear-weight' && !trained.has(e.name))
+    .entries.filter((e) => (e.kind === 'linear-weight' || e.name === 'wte.weight') && !trained.has(e.name))
     .map((e) => e.name);
 }
 
@@ -388,7 +392,7 @@ export interface PlanRequest {
   metricsRing?: number;
   /** Total bytes the run may use (the UI's memory budget); no total limit when absent. */
   budgetBytes?: number;
-  /** How the model stores its frozen Conv1D weights (default 'f32'); 'f16' halves them (see FrozenWeightStorage). */
+  /** How the model stores its frozen Conv1D weights and wte (default 'f32'); 'f16' halves them (see FrozenWeightStorage). */
   frozenWeights?: FrozenWeightStorage;
 }
 
@@ -522,7 +526,7 @@ export function planMemory(request: PlanRequest): MemoryPlan {
     packViews(views, maxBytes).forEach((p, i) => add(`${prefix}.${i}`, purpose, p.elements, p.views));
 
   // Weights: Gpt2Model cuts the f32 layout into buffers ≤ maxBufferSize (weights.ts partitionLayout, the same rule);
-  // with frozenWeights 'f16' the frozen Conv1D weights are packed apart in 'params.f16.N'.
+  // with frozenWeights 'f16' the frozen Conv1D weights and a frozen wte are packed apart in 'params.f16.N'.
   const base = gpt2ParameterLayout(config);
   const weights = planModelWeights(config, limits.maxBufferSize, request.frozenWeights ?? 'f32', gpt2ModeOf(mode));
   numbered('params', 'params', weights.f32.entries.map((e) => [e.name, e.elementCount]), limits.maxBufferSize);
