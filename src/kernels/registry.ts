@@ -1,4 +1,5 @@
-// Every WGSL kernel, paired with its typed spec. One entry per .wgsl file; see spec.ts for the conventions.
+// Every WGSL kernel, paired with its typed spec. One entry per .wgsl file; see spec.ts for the conventions. WGSL has
+// no includes: the tiled matmul kernels are each joined with the shared lib/matmul_tiles.wgsl here (withMatmulTiles).
 // Wrappers in src/engine/ops/ choose workgroups and bind tensors; tests compare each kernel with src/engine/reference/.
 
 import { defineKernel } from './spec.ts';
@@ -39,6 +40,19 @@ import matmulBackwardInputVec4Source from './matmul_backward_input_vec4.wgsl?raw
 import matmulBackwardWeightSource from './matmul_backward_weight.wgsl?raw';
 import matmulBackwardWeightVec4Source from './matmul_backward_weight_vec4.wgsl?raw';
 import matmulBackwardBiasSource from './matmul_backward_bias.wgsl?raw';
+import matmulTilesSource from './lib/matmul_tiles.wgsl?raw';
+
+/**
+ * WGSL has no #include, so the eight register-tiled matmul kernels (the six below and the two f16-weight ones in
+ * "matmul f16 weights") are each composed here: the kernel's own file (header, Params, bindings, tile strides,
+ * `reduction_length`, `load_tiles`, `store_chunk`) followed by lib/matmul_tiles.wgsl (tile overrides, workgroup tiles,
+ * accumulators, `outer`, `multiply_tiles`, `main`). The kernel part comes first so that its compile errors keep the
+ * line numbers of its own file; lines past it belong to the snippet. WGSL module-scope declarations may come in any
+ * order, so the snippet can use what the kernel part declares and the other way round.
+ */
+function withMatmulTiles(kernelPart: string): string {
+  return `${kernelPart}\n${matmulTilesSource}`;
+}
 
 /**
  * Tile overrides of the six register-tiled kernels (scalar and vec4 loads × three layouts): a 128×128 output block
@@ -60,7 +74,7 @@ const matmulShapeUniforms = [
 
 export const matmulForward = defineKernel({
   name: 'matmul_forward',
-  source: matmulForwardSource,
+  source: withMatmulTiles(matmulForwardSource),
   bindings: matmulForwardBindings,
   uniforms: matmulShapeUniforms,
   overrides: { ...MATMUL_TILE_DEFAULTS, HAS_BIAS: 0 },
@@ -69,7 +83,7 @@ export const matmulForward = defineKernel({
 /** K and N multiples of 4. */
 export const matmulForwardVec4 = defineKernel({
   name: 'matmul_forward_vec4',
-  source: matmulForwardVec4Source,
+  source: withMatmulTiles(matmulForwardVec4Source),
   bindings: matmulForwardBindings,
   uniforms: matmulShapeUniforms,
   overrides: { ...MATMUL_TILE_DEFAULTS, HAS_BIAS: 0 },
@@ -93,7 +107,7 @@ const matmulBackwardInputUniforms = [...matmulShapeUniforms, { name: 'accumulate
 
 export const matmulBackwardInput = defineKernel({
   name: 'matmul_backward_input',
-  source: matmulBackwardInputSource,
+  source: withMatmulTiles(matmulBackwardInputSource),
   bindings: matmulBackwardInputBindings,
   uniforms: matmulBackwardInputUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
@@ -102,7 +116,7 @@ export const matmulBackwardInput = defineKernel({
 /** N a multiple of 4 (K free: the tied LM head has K = V). */
 export const matmulBackwardInputVec4 = defineKernel({
   name: 'matmul_backward_input_vec4',
-  source: matmulBackwardInputVec4Source,
+  source: withMatmulTiles(matmulBackwardInputVec4Source),
   bindings: matmulBackwardInputBindings,
   uniforms: matmulBackwardInputUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
@@ -116,7 +130,7 @@ const matmulBackwardWeightBindings = [
 
 export const matmulBackwardWeight = defineKernel({
   name: 'matmul_backward_weight',
-  source: matmulBackwardWeightSource,
+  source: withMatmulTiles(matmulBackwardWeightSource),
   bindings: matmulBackwardWeightBindings,
   uniforms: matmulShapeUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
@@ -125,7 +139,7 @@ export const matmulBackwardWeight = defineKernel({
 /** K and N multiples of 4. */
 export const matmulBackwardWeightVec4 = defineKernel({
   name: 'matmul_backward_weight_vec4',
-  source: matmulBackwardWeightVec4Source,
+  source: withMatmulTiles(matmulBackwardWeightVec4Source),
   bindings: matmulBackwardWeightBindings,
   uniforms: matmulShapeUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
@@ -645,7 +659,7 @@ const matmulF16WShapeUniforms = [
 /** weight: (K, ceil(N/2)) u32, f16 pairs along N (ops/matmul-f16.ts `packF16`). */
 export const matmulForwardF16W = defineKernel({
   name: 'matmul_forward_f16w',
-  source: matmulForwardF16WSource,
+  source: withMatmulTiles(matmulForwardF16WSource),
   bindings: [
     { name: 'inp', access: 'read' },
     { name: 'weight', access: 'read' },
@@ -659,7 +673,7 @@ export const matmulForwardF16W = defineKernel({
 /** weight: (K, ceil(N/2)) u32, f16 pairs along N; also the tied LM head (K = V). */
 export const matmulBackwardInputF16W = defineKernel({
   name: 'matmul_backward_input_f16w',
-  source: matmulBackwardInputF16WSource,
+  source: withMatmulTiles(matmulBackwardInputF16WSource),
   bindings: [
     { name: 'dout', access: 'read' },
     { name: 'weight', access: 'read' },
