@@ -8,8 +8,9 @@
 // Which kernel runs is decided here, once per prepared dispatch, from the shape (planMatmul):
 // - Register-tiled kernels (matmul_forward, matmul_backward_input, matmul_backward_weight; the tiling is described
 //   in lib/matmul_tiles.wgsl, which every tiled kernel is joined with), each in two variants: `_vec4` (16-byte
-//   global loads) when the dimensions the layout reads along are multiples of 4 (forward and backward weight: K and N; backward input: N only, so the tied
-//   LM head with K = V keeps vec4 loads), else scalar loads. Chosen here, never per element.
+//   global loads) when the dimensions the layout reads along are multiples of 4 (forward and backward weight: K and
+//   N; backward input: N only, so the tied LM head with K = V keeps vec4 loads), else scalar loads. Chosen here,
+//   never per element.
 // - Tiles by the output's rows × cols: 128×128×8 with 8×8 outputs per thread when that still gives
 //   LARGE_TILE_MIN_WORKGROUPS workgroups, else 64×64×16 with 4×4 per thread. Few output rows get short, wide
 //   tiles (16×64 for ≤ 16 rows, 4×128 for ≤ 4), because a 128-row tile over a 1-row decoding step is 99% padding.
