@@ -648,39 +648,24 @@ export const attentionDecode = defineKernel({
 import matmulForwardF16WSource from './matmul_forward_f16w.wgsl?raw';
 import matmulBackwardInputF16WSource from './matmul_backward_input_f16w.wgsl?raw';
 
-/** Same tiles as the f32 tiled matmuls; ops/matmul-f16.ts plans them with ops/matmul.ts `planMatmul`. */
-const MATMUL_F16W_TILE_DEFAULTS = { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8 };
-const matmulF16WShapeUniforms = [
-  { name: 'M', type: 'u32' },
-  { name: 'N', type: 'u32' },
-  { name: 'K', type: 'u32' },
-] as const;
+// The f32 tiled kernels' tiles, bindings and uniforms (the matmul section above); only the weight's storage differs.
 
 /** weight: (K, ceil(N/2)) u32, f16 pairs along N (ops/matmul-f16.ts `packF16`). */
 export const matmulForwardF16W = defineKernel({
   name: 'matmul_forward_f16w',
   source: withMatmulTiles(matmulForwardF16WSource),
-  bindings: [
-    { name: 'inp', access: 'read' },
-    { name: 'weight', access: 'read' },
-    { name: 'bias', access: 'read' },
-    { name: 'out', access: 'read_write' },
-  ],
-  uniforms: matmulF16WShapeUniforms,
-  overrides: { ...MATMUL_F16W_TILE_DEFAULTS, HAS_BIAS: 0 },
+  bindings: matmulForwardBindings,
+  uniforms: matmulShapeUniforms,
+  overrides: { ...MATMUL_TILE_DEFAULTS, HAS_BIAS: 0 },
 });
 
 /** weight: (K, ceil(N/2)) u32, f16 pairs along N; also the tied LM head (K = V). */
 export const matmulBackwardInputF16W = defineKernel({
   name: 'matmul_backward_input_f16w',
   source: withMatmulTiles(matmulBackwardInputF16WSource),
-  bindings: [
-    { name: 'dout', access: 'read' },
-    { name: 'weight', access: 'read' },
-    { name: 'dinp', access: 'read_write' },
-  ],
-  uniforms: [...matmulF16WShapeUniforms, { name: 'accumulate', type: 'u32' }],
-  overrides: MATMUL_F16W_TILE_DEFAULTS,
+  bindings: matmulBackwardInputBindings,
+  uniforms: matmulBackwardInputUniforms,
+  overrides: MATMUL_TILE_DEFAULTS,
 });
 // (end of matmul f16 weights)
 

@@ -19,7 +19,7 @@ import {
   matmulBackwardInputF16W as matmulBackwardInputF16WKernel,
   matmulForwardF16W as matmulForwardF16WKernel,
 } from '../../kernels/registry.ts';
-import { planMatmul, tileOverrides, type MatmulShape, type MatmulTiles } from './matmul.ts';
+import { checkLength, checkShape, planMatmul, tileOverrides, type MatmulShape, type MatmulTiles } from './matmul.ts';
 
 /** A frozen weight W (K,N) on the GPU as packed f16 pairs: `packed` holds K·ceil(N/2) u32 elements. */
 export interface F16Weights {
@@ -92,17 +92,6 @@ export function uploadF16Weights(gpu: GpuContext, W: Float32Array, K: number, N:
   return { packed: gpu.uploadU32(packF16(W, N), label), K, N };
 }
 
-function checkShape(name: string, { M, N, K }: MatmulShape): void {
-  for (const [dim, v] of Object.entries({ M, N, K })) {
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name}: ${dim} must be a positive integer, got ${v}`);
-  }
-}
-
-function checkLength(name: string, tensor: GpuTensor, needed: number, what: string): void {
-  if (tensor.length < needed) {
-    throw new RangeError(`${name}: ${tensor.label} holds ${tensor.length} elements, ${what} needs ${needed}`);
-  }
-}
 
 function checkWeight(name: string, weight: F16Weights, { N, K }: MatmulShape): void {
   if (weight.K !== K || weight.N !== N) {

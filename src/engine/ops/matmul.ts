@@ -180,13 +180,15 @@ export function planMatmul(layout: MatmulLayout, shape: MatmulShape, tiles?: Par
   return { kernel: 'tiled', vec4: vec4Loads(layout, shape), tiles: resolveTiles(autoMatmulTiles(rows, cols), tiles) };
 }
 
-function checkShape(name: string, { M, N, K }: MatmulShape): void {
+/** A RangeError unless M, N and K are positive integers (also used by matmul-f16.ts). */
+export function checkShape(name: string, { M, N, K }: MatmulShape): void {
   for (const [dim, v] of Object.entries({ M, N, K })) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name}: ${dim} must be a positive integer, got ${v}`);
   }
 }
 
-function checkLength(name: string, tensor: GpuTensor, needed: number, what: string): void {
+/** A RangeError when `tensor` holds fewer than `needed` elements (also used by matmul-f16.ts). */
+export function checkLength(name: string, tensor: GpuTensor, needed: number, what: string): void {
   if (tensor.length < needed) {
     throw new RangeError(`${name}: ${tensor.label} holds ${tensor.length} elements, ${what} needs ${needed}`);
   }
