@@ -26,9 +26,8 @@ import { huggingFaceCheckpoint, mergeAdapter, type WeightMap } from '../engine/i
 import { exportGpt2Onnx } from '../engine/interop/onnx.ts';
 import { importPeftAdapter, type AdapterSpec, type AdapterTarget, type ImportedAdapter } from '../engine/interop/peft.ts';
 import { exportRunRecipe, recipeTrainingConfig, zipRunRecipe } from '../engine/interop/recipe.ts';
-import { LoraAdapter, loraConfig, loraLayers, type LoraSite } from '../engine/model/lora.ts';
-import { parameterView, type LinearModule } from '../engine/model/weights.ts';
-import { trainConfig } from '../engine/train/trainer.ts';
+import { LoraAdapter, loraLayers } from '../engine/model/lora.ts';
+import { parameterView } from '../engine/model/weights.ts';
 import { currentGpuModel, currentModel, type ModelSession } from './model-session.ts';
 import type { DecodeRequest, ExportRequest, GreedyAnswer, GreedyRequest, RecipeRequest } from './protocol.ts';
 
@@ -98,30 +97,7 @@ export function onnxModel(request: ExportRequest): Uint8Array {
 
 /** The imported adapter on the GPU as the engine's LoRA module (its sites exactly as the files have them). */
 function gpuAdapter(gpu: GpuContext, session: ModelSession, imported: ImportedAdapter): LoraAdapter {
-  const sites: LoraSite[] = [];
-  const tensors = new Map<string, Float32Array>();
-  for (const [path, pair] of imported.tensors) {
-    const [, layer, ...module] = path.split('.'); // 'h.1.mlp.c_fc'
-    sites.push({ layer: Number(layer), module: module.join('.') as LinearModule });
-    tensors.set(`${path}.lora_A`, pair.a);
-    tensors.set(`${path}.lora_B`, pair.b);
-  }
-  let config;
-  try {
-    config = loraConfig({
-      rank: imported.spec.rank,
-      alpha: imported.spec.alpha,
-      dropout: imported.spec.dropout,
-      rsLora: imported.spec.useRslora,
-      targets: imported.spec.targetModules,
-      layers: [...new Set(sites.map((s) => s.layer))].sort((a, b) => a - b),
-      sites,
-    });
-  } catch (error) {
-    if (error instanceof RangeError) throw new TunelabError('bad-model', `this run's adapter cannot be used: ${error.message}`);
-    throw error;
-  }
-  return LoraAdapter.create(gpu, session.loaded.config, config, { tensors });
+  return LoraAdapter.fromPeft(gpu, session.loaded.config, imported);
 }
 
 /** Index of the largest value; the first one on a tie (the ONNX side breaks ties the same way). */

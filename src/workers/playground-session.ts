@@ -14,8 +14,7 @@ import { samplingOptions } from '../engine/generate/sampling.ts';
 import type { GpuContext } from '../engine/gpu/context.ts';
 import { importPeftAdapter } from '../engine/interop/peft.ts';
 import type { Gpt2Model } from '../engine/model/gpt2.ts';
-import { LoraAdapter, loraConfig, type LoraSite } from '../engine/model/lora.ts';
-import type { LinearModule } from '../engine/model/weights.ts';
+import { LoraAdapter, type LoraSite } from '../engine/model/lora.ts';
 import { currentGpuModel, currentModel, currentTrainedAdapter } from './model-session.ts';
 import type { AdapterImportRequest, AdapterInfo, GenerateRequest, GenerationDone, GenerationUpdate } from './protocol.ts';
 
@@ -141,14 +140,6 @@ export function adapterStatus(): AdapterInfo | null {
 }
 
 /** Tunelab's tensor names ('h.0.attn.c_attn.lora_A') for the A and B of an imported module path ('h.0.attn.c_attn'). */
-function tunelabTensors(tensors: ReturnType<typeof importPeftAdapter>['tensors']): Map<string, Float32Array> {
-  const named = new Map<string, Float32Array>();
-  for (const [path, pair] of tensors) {
-    named.set(`${path}.lora_A`, pair.a);
-    named.set(`${path}.lora_B`, pair.b);
-  }
-  return named;
-}
 
 /**
  * Reads a PEFT adapter (adapter_config.json + adapter_model.safetensors), checks it against the current model,
@@ -159,26 +150,7 @@ export function importAdapter(gpu: GpuContext, request: AdapterImportRequest): A
   if (!model) throw new TunelabError('bad-model', 'no model is loaded yet; an adapter is imported for a model');
   const config = model.loaded.config;
   const parsed = importPeftAdapter(request.adapterConfigJson, request.adapterModel, config);
-  const sites: LoraSite[] = [...parsed.tensors.keys()].map((path) => {
-    const [, layer, ...module] = path.split('.');
-    return { layer: Number(layer), module: module.join('.') as LinearModule };
-  });
-  let lora;
-  try {
-    lora = loraConfig({
-      rank: parsed.spec.rank,
-      alpha: parsed.spec.alpha,
-      dropout: parsed.spec.dropout,
-      rsLora: parsed.spec.useRslora,
-      targets: parsed.spec.targetModules,
-      layers: siteLayers(sites),
-      sites,
-    });
-  } catch (error) {
-    if (error instanceof RangeError) throw new TunelabError('bad-model', `PEFT adapter: ${error.message}`);
-    throw error;
-  }
-  const adapter = LoraAdapter.create(gpu, config, lora, { tensors: tunelabTensors(parsed.tensors) });
+  const adapter = LoraAdapter.fromPeft(gpu, config, parsed);
   const previous = imported;
   imported = {
     adapter,
