@@ -9,37 +9,15 @@
 
 import type { LrScheduleKind } from '../../engine/train/schedule.ts';
 import type { LoraTarget } from '../../engine/model/planner.ts';
+import type { RunSettings } from '../../workers/protocol.ts';
 import { readStored, writeStored, type SaveResult } from './persist.ts';
 
-/** The plain object handed to training. */
-export interface TrainSettingsValues {
-  /** Peak learning rate, reached after warmup. */
-  learningRate: number;
-  schedule: LrScheduleKind;
-  warmupSteps: number;
-  /** Passes over the training examples; may be fractional. */
-  epochs: number;
-  /** B: examples per micro-batch. */
-  batchSize: number;
-  gradientAccumulationSteps: number;
-  /** 0 turns clipping off. */
-  maxGradNorm: number;
-  weightDecay: number;
-  seed: number;
-  /** Evaluate on the validation examples every N optimizer steps (and after the last); 0 = only after the last. */
-  evalEvery: number;
-  /** Save a checkpoint to browser storage every N optimizer steps (and at each epoch end); 0 = only at epoch ends. */
+/**
+ * The plain object handed to training: the worker's RunSettings (protocol.ts, which documents each field), with the
+ * checkpoint period always set.
+ */
+export interface TrainSettingsValues extends RunSettings {
   checkpointEvery: number;
-  lora: {
-    rank: number;
-    alpha: number;
-    dropout: number;
-    rsLora: boolean;
-    targets: LoraTarget[];
-    layers: 'all' | { last: number };
-  };
-  /** Share of the examples held out for validation, when there is no separate validation file. */
-  validationFraction: number;
 }
 
 /** The numeric settings, as the form edits them (flat, so that each binds to one input). */
