@@ -14,12 +14,13 @@ import type { GpuContext } from '../../src/engine/gpu/context.ts';
 import { Gpt2Decoder } from '../../src/engine/generate/generator.ts';
 import { modelConfig } from '../../src/engine/model/config.ts';
 import { Gpt2Model, Gpt2Run } from '../../src/engine/model/gpt2.ts';
-import { LoraAdapter, loraConfig, loraScale, loraSites } from '../../src/engine/model/lora.ts';
+import { LoraAdapter, loraConfig } from '../../src/engine/model/lora.ts';
 import { packedWeightNames, planMemory, type PlanRequest } from '../../src/engine/model/planner.ts';
-import { gpt2ParameterLayout, linearShape, type ParameterSet } from '../../src/engine/model/weights.ts';
+import { gpt2ParameterLayout, type ParameterSet } from '../../src/engine/model/weights.ts';
 import { Rng } from '../../src/engine/random.ts';
+import { randomLora } from './random-lora.ts';
 import { roundToF16 } from '../../src/engine/reference/f16.ts';
-import { gpt2ReferenceBackward, gpt2ReferenceForward, randomGpt2ReferenceWeights, type Gpt2ReferenceLora } from '../../src/engine/reference/gpt2.ts';
+import { gpt2ReferenceBackward, gpt2ReferenceForward, randomGpt2ReferenceWeights } from '../../src/engine/reference/gpt2.ts';
 import { REDUCTION, expectClose, type Tolerance } from '../helpers/check.ts';
 import { testGpu } from '../helpers/gpu.ts';
 import { maxAbsDiff } from './fixture.ts';
@@ -48,16 +49,7 @@ function roundedReference(packed: readonly string[]): Map<string, Float64Array> 
 }
 
 const lora = loraConfig({ rank: 3, alpha: 5, targets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'] });
-const loraTensors = new Map<string, Float32Array>();
-const referenceModules = new Map<string, { a: Float64Array; b: Float64Array }>();
-const referenceLora: Gpt2ReferenceLora = { scale: loraScale(lora), modules: referenceModules };
-for (const site of loraSites(config, lora)) {
-  const [inDim, outDim] = linearShape(config, site.module);
-  const a = Float32Array.from({ length: 3 * inDim }, () => 0.3 * rng.normal());
-  const b = Float32Array.from({ length: outDim * 3 }, () => 0.2 * rng.normal());
-  loraTensors.set(`h.${site.layer}.${site.module}.lora_A`, a).set(`h.${site.layer}.${site.module}.lora_B`, b);
-  referenceModules.set(`h.${site.layer}.${site.module}`, { a: Float64Array.from(a), b: Float64Array.from(b) });
-}
+const { tensors: loraTensors, reference: referenceLora } = randomLora(config, lora, rng);
 const ids = Array.from({ length: B * T }, () => rng.int(50));
 const targets = Array.from({ length: B * T }, () => rng.int(50));
 const mask = Array.from({ length: B * T }, (_, i) => (i % T < 3 || i % 5 === 0 ? 0 : 1));

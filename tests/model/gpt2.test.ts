@@ -22,8 +22,9 @@ import {
   type LoraConfig,
 } from '../../src/engine/model/lora.ts';
 import { adapterModulePath, exportPeftAdapter, importPeftAdapter, peftTensorName } from '../../src/engine/interop/peft.ts';
-import { gpt2ParameterLayout, linearShape, type ParameterSet } from '../../src/engine/model/weights.ts';
+import { gpt2ParameterLayout, type ParameterSet } from '../../src/engine/model/weights.ts';
 import { Rng } from '../../src/engine/random.ts';
+import { randomLora } from './random-lora.ts';
 import {
   gpt2ReferenceBackward,
   gpt2ReferenceForward,
@@ -316,16 +317,7 @@ describe('GPT-2 on WebGPU against the float64 reference model (awkward shape, se
     reference.set(e.name, Float64Array.from(weights.data.subarray(e.offset, e.offset + e.elementCount))); // f32-rounded
   }
   const lora = loraConfig({ rank: 3, alpha: 5, targets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'] });
-  const loraTensors = new Map<string, Float32Array>();
-  const referenceModules = new Map<string, { a: Float64Array; b: Float64Array }>();
-  const referenceLora: Gpt2ReferenceLora = { scale: loraScale(lora), modules: referenceModules };
-  for (const site of loraSites(config, lora)) {
-    const [inDim, outDim] = linearShape(config, site.module);
-    const a = Float32Array.from({ length: 3 * inDim }, () => 0.3 * rng.normal());
-    const b = Float32Array.from({ length: outDim * 3 }, () => 0.2 * rng.normal());
-    loraTensors.set(`h.${site.layer}.${site.module}.lora_A`, a).set(`h.${site.layer}.${site.module}.lora_B`, b);
-    referenceModules.set(`h.${site.layer}.${site.module}`, { a: Float64Array.from(a), b: Float64Array.from(b) });
-  }
+  const { tensors: loraTensors, reference: referenceLora } = randomLora(config, lora, rng);
   const ids = Array.from({ length: B * T }, () => rng.int(50));
   const targets = Array.from({ length: B * T }, () => rng.int(50));
   const mask = Array.from({ length: B * T }, (_, i) => (i % T < 3 || i % 5 === 0 ? 0 : 1));
@@ -401,7 +393,7 @@ describe('GPT-2 on WebGPU against the float64 reference model (awkward shape, se
     });
     try {
       const shape = { batchSize: B, sequenceLength: T, classifierChunk: 16 };
-      const refTop: Gpt2ReferenceLora = { scale: loraScale(topLora), modules: new Map([[path, referenceModules.get(path)!]]) };
+      const refTop: Gpt2ReferenceLora = { scale: loraScale(topLora), modules: new Map([[path, referenceLora.modules.get(path)!]]) };
       const refForward = gpt2ReferenceForward(config, reference, refTop, batch);
       const refGrads = gpt2ReferenceBackward(config, reference, refTop, batch, refForward);
       const loraRun = await Gpt2Run.create(gpu, gpuModel, { ...shape, mode: { kind: 'lora' }, adapter: gpuAdapter });
