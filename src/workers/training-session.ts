@@ -507,10 +507,7 @@ async function train(
       probePrompts: probeList.map((p) => p.prompt),
       resumedFrom: clock.fromStep,
     });
-    if (resume) {
-      if (metrics.length) send({ type: 'metrics', events: metrics });
-      for (const snapshot of probes) send({ type: 'probe', snapshot });
-    }
+    // A resumed run's history up to the checkpoint is the page's already (it sent it in `resume`).
 
     // 0: only before the first step and after the last.
     const probeEvery = request.probeEvery > 0 ? request.probeEvery : Infinity;

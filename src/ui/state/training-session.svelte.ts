@@ -141,7 +141,7 @@ export class TrainingSession {
     this.checkpointStep = resume ? this.steps.at(-1)?.step ?? 0 : null;
     this.checkpointProblem = null;
     this.notice = '';
-    // A resumed run's history is shown at once; the worker sends it again with 'started', which replaces it.
+    // A resumed run's history up to its checkpoint is shown at once; the worker sends only what comes after.
     const outcome = await this.backend.start(request, (update) => this.apply(update));
     if (outcome.ok) {
       this.record = outcome.value.record;
@@ -188,13 +188,7 @@ export class TrainingSession {
       case 'started':
         this.run = update;
         if (this.phase === 'starting') this.phase = 'running';
-        if (update.resumedFrom > 0) {
-          // The worker resends the history up to the checkpoint right after this.
-          this.steps = [];
-          this.evals = [];
-          this.probes = [];
-          this.notice = `Resumed from the checkpoint at step ${update.resumedFrom}.`;
-        }
+        if (update.resumedFrom > 0) this.notice = `Resumed from the checkpoint at step ${update.resumedFrom}.`;
         break;
       case 'checkpoint':
         return this.keepCheckpoint(update);
