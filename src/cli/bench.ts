@@ -29,7 +29,7 @@ interface BenchEntry {
 }
 
 const COMMON = ['iters', 'warmup'] as const;
-const FLAGS = ['quick', 'json', 'f16-weights'] as const;
+const FLAGS = ['quick', 'json', 'f16-weights', 'profile', 'no-tensor-cores'] as const;
 const STEP_OPTIONS = ['layers', 'width', 'heads', 'vocab', 'positions', 'batch', 'seq', 'rank'] as const;
 
 const benches: Record<string, BenchEntry> = {
@@ -55,7 +55,9 @@ const benches: Record<string, BenchEntry> = {
       '    one LoRA training step (forward, backward, clip, AdamW; one submit), ms and tokens/s. Default GPT-2 small\n' +
       '    (12 layers, 768 wide, 12 heads, vocabulary 50257), batch 8 × 256, rank 8 on c_attn, random weights;\n' +
       '    on SwiftShader 2 layers, 64 wide, 4 heads, vocabulary 512, batch 2 × 32 ("scaled": true).\n' +
-      '    --f16-weights stores the frozen weight matrices and wte as packed f16 (half their memory, f32 arithmetic).',
+      '    --f16-weights stores the frozen weight matrices and wte as packed f16 (half their memory, f32 arithmetic).\n' +
+      '    --profile adds a record of one step\'s GPU time per kernel (each dispatch timed in its own pass).\n' +
+      '    Where the device has f16 subgroup matrices, f16 weights use the tensor cores (--no-tensor-cores: not).',
     valued: [...COMMON, ...STEP_OPTIONS],
     prepare: (options) => prepareStep(options, 'step'),
   },
@@ -68,7 +70,7 @@ const benches: Record<string, BenchEntry> = {
     usage:
       'generate [--prompt N --new-tokens N] [model options as for step] [--f16-weights]\n' +
       '    batch 1 greedy generation with the KV cache, tokens/s (128 new tokens after a 16-token prompt);\n' +
-      '    --f16-weights as for step.',
+      '    --f16-weights as for step; --profile: GPU time per kernel of one decoded token.',
     valued: [...COMMON, 'prompt', 'new-tokens', 'layers', 'width', 'heads', 'vocab', 'positions'],
     prepare: prepareGenerate,
   },
@@ -105,10 +107,15 @@ export async function runBench(args: string[], emit: Emit): Promise<number> {
     return 2;
   }
   let prepared: Prepared;
+  let tensorCores = true;
   try {
     const options = parseOptions(rest, entry.valued, FLAGS);
+    tensorCores = !options.has('no-tensor-cores');
     if (options.has('f16-weights') && !['step', 'memory', 'generate', 'all'].includes(what)) {
       throw new UsageError('--f16-weights applies to the model benches (step, memory, generate), not to single kernels');
+    }
+    if (options.has('profile') && !['step', 'generate', 'all'].includes(what)) {
+      throw new UsageError('--profile applies to step and generate (and all)');
     }
     prepared = entry.prepare(options);
   } catch (error) {
@@ -116,7 +123,10 @@ export async function runBench(args: string[], emit: Emit): Promise<number> {
     process.stderr.write(`tunelab bench ${what}: ${error.message}\n  tunelab bench ${entry.usage}\n`);
     return 2;
   }
-  await withGpu((gpu) => prepared.run(gpu, emit));
+  await withGpu((gpu) => {
+    gpu.useTensorCores = tensorCores;
+    return prepared.run(gpu, emit);
+  });
   return 0;
 }
 
@@ -255,7 +265,7 @@ function prepareStep(options: Map<string, string>, what: 'step' | 'memory'): Pre
       const scaled = !sameShape(config, GPT2_SMALL_STEP);
       const records =
         what === 'step'
-          ? await benchStep(gpu, config, runCounts(options, slow, { warmup: 3, iters: 10 }), scaled, frozenWeightsOf(options))
+          ? await benchStep(gpu, config, runCounts(options, slow, { warmup: 3, iters: 10 }), scaled, frozenWeightsOf(options), options.has('profile'))
           : await benchMemory(gpu, config, scaled, frozenWeightsOf(options));
       for (const r of records) emit(r);
     },
@@ -276,7 +286,7 @@ function prepareGenerate(options: Map<string, string>): Prepared {
       const config = stepConfig(options, slow ? SCALED_STEP : GPT2_SMALL_STEP, tokens);
       const scaled = !sameShape(config, GPT2_SMALL_STEP);
       const counts = runCounts(options, slow, { warmup: 1, iters: 5 });
-      for (const r of await benchGenerate(gpu, config, generation, counts, scaled, frozenWeightsOf(options))) emit(r);
+      for (const r of await benchGenerate(gpu, config, generation, counts, scaled, frozenWeightsOf(options), options.has('profile'))) emit(r);
     },
   };
 }
@@ -307,6 +317,11 @@ function summarize(r: BenchRecord): string {
       return `${tag}: ${r.tokens_per_s} tokens/s${scaled}`;
     case 'memory':
       return `${tag}: ${((r.bytes_in_use as number) / 2 ** 20).toFixed(1)} MiB in use, ${((r.bytes_allocated as number) / 2 ** 20).toFixed(1)} MiB allocated${scaled}`;
+    case 'profile': {
+      const kernels = r.kernels as { kernel: string; grid: string; calls: number; ms: number; share: number }[];
+      const top = kernels.slice(0, 12).map((k) => `\n    ${(100 * k.share).toFixed(1).padStart(5)}%  ${String(k.ms).padStart(8)} ms  ${k.calls}× ${k.kernel} [${k.grid}]`);
+      return `profile of ${r.of}: ${r.total_ms} ms over ${kernels.length} kernel shapes${scaled}${top.join('')}`;
+    }
     default:
       return JSON.stringify(r);
   }

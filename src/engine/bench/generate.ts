@@ -12,6 +12,7 @@ import { LoraAdapter, loraConfig } from '../model/lora.ts';
 import { Rng } from '../random.ts';
 import { recordBase, round, timingFields, type BenchRecord, type RunCounts } from './records.ts';
 import { stepModelConfig, type StepBenchConfig } from './step.ts';
+import { profileDispatches, profileRecord } from './profile.ts';
 import { median, timeWallClock } from './timing.ts';
 
 export interface GenerateBenchOptions {
@@ -40,6 +41,7 @@ export async function benchGenerate(
   counts: RunCounts,
   scaled: boolean,
   frozenWeights: FrozenWeightStorage = 'f32',
+  profile = false,
 ): Promise<BenchRecord[]> {
   const config = stepModelConfig(model);
   if (options.prompt + options.newTokens > config.nPositions) {
@@ -75,6 +77,18 @@ export async function benchGenerate(
     const timing = await timeWallClock(generate, counts);
     if (produced.some((n) => n !== options.newTokens)) throw new Error(`generate bench: made ${produced.join(', ')} tokens, not ${options.newTokens}`);
     const measuredPrefill = median(prefillMs.slice(counts.warmup));
+    const profiles: BenchRecord[] = [];
+    if (profile) {
+      // One decode step (the steady state), its logits readback included in the wall clock beside it.
+      let logits = await decoder.prefill(prompt, { useAdapter: true });
+      let readbackMs = 0;
+      const kernels = await profileDispatches(gpu, 1024, async () => {
+        const begin = performance.now();
+        logits = await decoder.step([argmax(logits)]);
+        readbackMs = performance.now() - begin;
+      });
+      if (kernels) profiles.push(profileRecord(gpu, 'decode-token', scaled, kernels, { frozen_weights: frozenWeights, wall_ms_profiled: round(readbackMs) }));
+    }
     return [
       {
         ...recordBase(gpu, 'generate', scaled),
@@ -84,6 +98,7 @@ export async function benchGenerate(
         new_tokens: options.newTokens,
         lora: true,
         frozen_weights: frozenWeights,
+        tensor_cores: frozenWeights === 'f16' && gpu.features.tensorCoresF16 && gpu.useTensorCores,
         ...timingFields(timing, counts),
         tokens_per_s: round((options.newTokens * 1000) / timing.ms),
         prefill_ms: round(measuredPrefill),
@@ -93,6 +108,7 @@ export async function benchGenerate(
         build_ms: round(buildMs),
         decoder_bytes: decoder.bytes,
       },
+      ...profiles,
     ];
   } finally {
     parts.decoder?.destroy();

@@ -13,6 +13,7 @@ import { LoraAdapter, loraConfig } from '../model/lora.ts';
 import { Rng } from '../random.ts';
 import { AdamWOptimizer } from '../train/optimizer.ts';
 import { recordBase, round, timingFields, type BenchRecord, type RunCounts } from './records.ts';
+import { profileDispatches, profileRecord } from './profile.ts';
 import { gpuTimeOfSubmits, median, timeWallClock } from './timing.ts';
 
 /** The model and batch a step benchmark trains; bench/peer.py takes the same numbers. */
@@ -187,6 +188,7 @@ export async function benchStep(
   counts: RunCounts,
   scaled: boolean,
   frozenWeights: FrozenWeightStorage = 'f32',
+  profile = false,
 ): Promise<BenchRecord[]> {
   let harness: StepHarness;
   try {
@@ -224,8 +226,14 @@ export async function benchStep(
       loss: last ? round(last.loss) : null,
       build_ms: round(harness.buildMs),
       frozen_weights: frozenWeights,
+      tensor_cores: frozenWeights === 'f16' && gpu.features.tensorCoresF16 && gpu.useTensorCores,
     };
-    return [step, memory];
+    const records = [step, memory];
+    if (profile) {
+      const kernels = await profileDispatches(gpu, 2048, timeStep);
+      if (kernels) records.push(profileRecord(gpu, 'step', scaled, kernels, { ...configFields(config), frozen_weights: frozenWeights }));
+    }
+    return records;
   } finally {
     harness.destroy();
   }

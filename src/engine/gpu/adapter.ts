@@ -9,6 +9,11 @@ export interface AdapterSummary {
   name: string;
   isFallbackAdapter: boolean;
   features: { shaderF16: boolean; subgroups: boolean; timestampQuery: boolean; subgroupMatrix: boolean };
+  /**
+   * The adapter offers f16×f16→f32 16×16×16 subgroup matrices (tensor cores) with 32-wide subgroups: what
+   * matmul_sgmat_f16w.wgsl is written for.
+   */
+  tensorCoresF16: boolean;
   limits: {
     maxBufferSize: number;
     maxStorageBufferBindingSize: number;
@@ -40,6 +45,7 @@ export function summarizeAdapter(adapter: GPUAdapter): AdapterSummary {
       timestampQuery: adapter.features.has('timestamp-query'),
       subgroupMatrix: adapter.features.has('chromium-experimental-subgroup-matrix'),
     },
+    tensorCoresF16: hasF16TensorCores(adapter),
     limits: {
       maxBufferSize: l.maxBufferSize,
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
@@ -49,4 +55,21 @@ export function summarizeAdapter(adapter: GPUAdapter): AdapterSummary {
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
     },
   };
+}
+
+interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+function hasF16TensorCores(adapter: GPUAdapter): boolean {
+  if (!adapter.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) || !adapter.features.has('shader-f16')) return false;
+  const info = adapter.info as (GPUAdapterInfo & { subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[]; subgroupMinSize?: number; subgroupMaxSize?: number }) | undefined;
+  if (info?.subgroupMinSize !== 32 || info.subgroupMaxSize !== 32) return false;
+  return [...(info.subgroupMatrixConfigs ?? [])].some(
+    (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+  );
 }

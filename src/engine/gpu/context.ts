@@ -45,16 +45,25 @@ export interface SubmitHooks {
 type LostListener = (reason: string, message: string) => void;
 type ErrorListener = (error: GPUError) => void;
 
-const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
+const SUBGROUP_MATRIX = 'chromium-experimental-subgroup-matrix' as GPUFeatureName;
+const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query', SUBGROUP_MATRIX];
 
 export class GpuContext {
   readonly pool: BufferPool;
-  readonly features: { shaderF16: boolean; subgroups: boolean; timestampQuery: boolean };
+  /** tensorCoresF16: matmul_sgmat_f16w.wgsl can run (AdapterSummary.tensorCoresF16, and the device has the features). */
+  readonly features: { shaderF16: boolean; subgroups: boolean; timestampQuery: boolean; tensorCoresF16: boolean };
   /**
    * Hooks wrapped around every submit's own hooks, outermost (benchmarks bracket whole submits with timestamp
    * queries this way, including the submits that a training step makes internally).
    */
   submitObserver: SubmitHooks | undefined;
+  /**
+   * Benchmarks only (`tunelab bench … --profile`): when set, submit records every dispatch in a compute pass of its
+   * own with the timestamp writes this returns, so each kernel's GPU time can be read. Slower than one pass.
+   */
+  dispatchTimer: ((dispatch: Dispatch) => GPUComputePassTimestampWrites) | undefined;
+  /** Matmuls on f16 weights use the tensor cores where features.tensorCoresF16 (benchmarks turn it off to compare). */
+  useTensorCores = true;
   private readonly modules = new Map<string, GPUShaderModule>();
   private readonly pipelines = new Map<string, Map<string, Promise<GPUComputePipeline>>>();
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
@@ -73,6 +82,7 @@ export class GpuContext {
       shaderF16: device.features.has('shader-f16'),
       subgroups: device.features.has('subgroups'),
       timestampQuery: device.features.has('timestamp-query'),
+      tensorCoresF16: adapter.tensorCoresF16 && device.features.has(SUBGROUP_MATRIX) && device.features.has('shader-f16'),
     };
     device.addEventListener('uncapturederror', (event) => {
       const error = (event as GPUUncapturedErrorEvent).error;
@@ -379,16 +389,19 @@ export class GpuContext {
     const encoder = this.device.createCommandEncoder({ label });
     this.submitObserver?.before?.(encoder);
     hooks.before?.(encoder);
-    const pass = encoder.beginComputePass({ label });
     const lists = (dispatches.length && Array.isArray(dispatches[0]) ? dispatches : [dispatches]) as readonly (readonly Dispatch[])[];
+    const timer = this.dispatchTimer;
+    let pass = timer ? undefined : encoder.beginComputePass({ label });
     for (const list of lists) {
       for (const d of list) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        if (timer) pass = encoder.beginComputePass({ label: d.kernel, timestampWrites: timer(d) });
+        pass!.setPipeline(d.pipeline);
+        pass!.setBindGroup(0, d.bindGroup);
+        pass!.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        if (timer) pass!.end();
       }
     }
-    pass.end();
+    if (!timer) pass!.end();
     hooks.after?.(encoder);
     this.submitObserver?.after?.(encoder);
     this.device.queue.submit([encoder.finish()]);
