@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../src/engine/gpu/context.ts';
-import { loraBackward, loraForward, type LoraShape } from '../src/engine/ops/lora.ts';
+import { loraBackward, loraForward, loraPartialLength, type LoraShape } from '../src/engine/ops/lora.ts';
 import * as ref from '../src/engine/reference/lora.ts';
 import { Rng, uniformArray } from '../src/engine/random.ts';
 import { REDUCTION, expectClose } from './helpers/check.ts';
@@ -82,16 +82,19 @@ describe('lora kernels on WebGPU', () => {
     gpu = await testGpu();
   });
 
-  const cases: { shape: LoraShape; p: number; seed: number; note: string }[] = [
+  const cases: { shape: LoraShape; p: number; seed: number; note: string; split?: number }[] = [
     { shape: { M: 1, N: 1, K: 1, R: 1 }, p: 0, seed: 0, note: 'scalar' },
     { shape: { M: 7, N: 36, K: 5, R: 1 }, p: 0, seed: 0, note: 'T=7, C=36, rank 1' },
     { shape: { M: 7, N: 36, K: 20, R: 4 }, p: 0.1, seed: 3, note: 'dropout' },
     { shape: { M: 65, N: 130, K: 67, R: 8 }, p: 0.25, seed: 12345, note: 'one past the tiles, dropout' },
     { shape: { M: 33, N: 20, K: 50, R: 17 }, p: 0, seed: 0, note: 'R past one R_CHUNK' },
     { shape: { M: 40, N: 72, K: 96, R: 64 }, p: 0.5, seed: 0xdeadbeef, note: 'maximum rank, dropout' },
+    // With a partial-sum scratch, the weight gradients split the tokens (ops/lora.ts loraGradSplits: ≥ 64 per split).
+    { shape: { M: 200, N: 130, K: 67, R: 8 }, p: 0.25, seed: 7, note: 'gradients split 3 ways, dropout', split: 3 },
+    { shape: { M: 1030, N: 20, K: 36, R: 3 }, p: 0, seed: 0, note: 'gradients split 16 ways, the last ones empty', split: 16 },
   ];
 
-  for (const { shape, p, seed, note } of cases) {
+  for (const { shape, p, seed, note, split } of cases) {
     const { M, N, K, R } = shape;
     it(`M=${M} N=${N} K=${K} R=${R} p=${p} (${note}): forward and backward`, async () => {
       const rng = new Rng(M * 7919 + N * 31 + K * 7 + R);
@@ -125,12 +128,16 @@ describe('lora kernels on WebGPU', () => {
         dinp: gpu.upload(dinp0, 'dinp'),
         da: gpu.upload(da0, 'da'),
         db: gpu.upload(db0, 'db'),
+        ...(split ? { partial: gpu.upload(uniformArray(rng, loraPartialLength(R, Math.max(N, K))), 'partial') } : {}),
       };
       // Prepared with another seed, then moved to the step's seed, as a trainer does every step.
       const forward = await loraForward(gpu, t, shape, { scale, dropout: p, seed: seed + 1 });
       const backward = await loraBackward(gpu, t, shape, { scale, dropout: p, seed: seed + 1 });
       forward.setSeed(seed);
       backward.setSeed(seed);
+      const splits = backward.dispatches.filter((d) => d.kernel === 'lora_backward_a' || d.kernel === 'lora_backward_b').map((d) => d.workgroups[2]);
+      expect(splits).toEqual(split ? [split, split] : [1, 1]);
+      expect(backward.dispatches.filter((d) => d.kernel === 'matmul_split_reduce')).toHaveLength(split ? 2 : 0);
       const [gOut, gU, gDu, gDinp, gDa, gDb] = await runAndRead(
         gpu,
         [...forward.dispatches, ...backward.dispatches],

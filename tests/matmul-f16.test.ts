@@ -147,7 +147,7 @@ describe('matmul with f16 weights on WebGPU', () => {
    * Forward ± bias and backward input = and += against the reference on the rounded weight. `poisonPadding` writes
    * NaN into the padding half of every row (odd N) to show that the kernels never use it.
    */
-  async function checkF16Weights(shape: MatmulShape, tiles?: Partial<MatmulTiles>, poisonPadding = false) {
+  async function checkF16Weights(shape: MatmulShape, tiles?: Partial<MatmulTiles>, poisonPadding = false, forwardKernel = 'matmul_forward_f16w') {
     const { M, N, K } = shape;
     const rng = new Rng(M * 10007 + N * 101 + K + 7);
     const scale = Math.min(1, (128 / Math.max(M, N, K)) ** 0.25);
@@ -194,8 +194,8 @@ describe('matmul with f16 weights on WebGPU', () => {
       await matmulBackwardInputF16W(gpu, { dinp: t.dinpAssigned, dout: t.dout, weight }, shape, { tiles }),
     ];
     expect(dispatches.map((d) => d.kernel)).toEqual([
-      'matmul_forward_f16w',
-      'matmul_forward_f16w',
+      forwardKernel,
+      forwardKernel,
       'matmul_backward_input_f16w',
       'matmul_backward_input_f16w',
     ]);
@@ -251,6 +251,20 @@ describe('matmul with f16 weights on WebGPU', () => {
     for (const { name, tiles, shape } of cases) {
       const { M, N, K } = shape;
       it(`${name}: ${M}x${N}x${K}`, () => checkF16Weights(shape, tiles));
+    }
+  });
+
+  // Decoding: a tile of ≤ 8 rows asked for (as generate/generator.ts does) takes the few-rows kernel with the f16
+  // weight part (matmul_forward_rows_f16w) for the forward layout when N % 4 = 0; backward input stays tiled.
+  describe('forward rows kernel', () => {
+    const cases: { shape: MatmulShape; rows: number }[] = [
+      { shape: { M: 1, N: 36, K: 13 }, rows: 4 },
+      { shape: { M: 3, N: 100, K: 40 }, rows: 4 },
+      { shape: { M: 8, N: 132, K: 67 }, rows: 8 },
+    ];
+    for (const { shape, rows } of cases) {
+      const { M, N, K } = shape;
+      it(`${M}x${N}x${K}`, () => checkF16Weights(shape, { TILE_ROWS: rows }, false, 'matmul_forward_rows_f16w'));
     }
   });
 

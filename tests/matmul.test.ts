@@ -10,7 +10,10 @@ import {
   matmulBackwardInput,
   matmulBackwardWeight,
   matmulForward,
+  matmulForwardSplitK,
+  matmulSplitReduce,
   planMatmul,
+  splitKFor,
   type MatmulShape,
   type MatmulTiles,
 } from '../src/engine/ops/matmul.ts';
@@ -363,5 +366,67 @@ describe('matmul kernel choice (planMatmul)', () => {
     expect(tiles('backward-input', { M: 2, N: 768, K: 50257 })).toEqual(TINY_MATMUL_TILES);
     // Few tokens make a short reduction, not a short output, for the weight gradient.
     expect(tiles('backward-weight', { M: 2, N: 768, K: 768 })).toEqual(MEDIUM_MATMUL_TILES);
+  });
+});
+
+// Split-K (lib/matmul_tiles.wgsl SPLIT_K + matmul_split_reduce.wgsl) for the forward layout: every split's share of
+// the depths, an empty last split, scalar and vec4 kernels; against the Float64 reference with REDUCTION tolerance.
+describe('split-K forward (matmulForwardSplitK)', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await testGpu();
+  });
+
+  const cases: [MatmulShape, number, string][] = [
+    [{ M: 37, N: 50, K: 1001 }, 3, 'scalar loads, K odd'],
+    [{ M: 20, N: 64, K: 1024 }, 5, 'vec4 loads'],
+    [{ M: 9, N: 12, K: 40 }, 8, 'more splits than depth steps: the last ones add zeros'],
+    [{ M: 70, N: 36, K: 300 }, 2, 'two splits'],
+  ];
+  for (const [shape, splits, note] of cases) {
+    it(`${shape.M}x${shape.N}x${shape.K}, ${splits} splits (${note})`, async () => {
+      const { M, N, K } = shape;
+      const rng = new Rng(M + N + K + splits);
+      const inp = uniformArray(rng, M * K);
+      const weight = uniformArray(rng, K * N);
+      const want = new Float64Array(M * N);
+      ref.matmulForward(want, inp, weight, null, M, N, K);
+      const t = {
+        inp: gpu.upload(inp, 'inp'),
+        weight: gpu.upload(weight, 'weight'),
+        out: gpu.upload(new Float32Array(M * N).fill(NaN), 'out'),
+        scratch: gpu.upload(new Float32Array(splits * M * N).fill(NaN), 'scratch'),
+      };
+      const dispatches = await matmulForwardSplitK(gpu, t, shape, splits);
+      expect(dispatches.map((d) => d.kernel)).toEqual([K % 4 === 0 && N % 4 === 0 ? 'matmul_forward_vec4' : 'matmul_forward', 'matmul_split_reduce']);
+      expect(dispatches[0].workgroups[2]).toBe(splits);
+      const [got] = await runAndRead(gpu, dispatches, t.out);
+      expectClose(got, want, REDUCTION, 'out');
+      for (const d of dispatches) d.release();
+      for (const x of Object.values(t)) gpu.free(x);
+    });
+  }
+
+  it('the reduce step adds to out when asked', async () => {
+    const n = 300;
+    const rng = new Rng(5);
+    const partial = uniformArray(rng, 3 * n);
+    const prior = uniformArray(rng, n);
+    const t = { scratch: gpu.upload(partial, 'partial'), out: gpu.upload(prior, 'out') };
+    const reduce = await matmulSplitReduce(gpu, t, n, 3, true);
+    const [got] = await runAndRead(gpu, [reduce], t.out);
+    expectClose(got, prior.map((p, i) => p + partial[i] + partial[n + i] + partial[2 * n + i]), REDUCTION, 'out += Σ');
+    reduce.release();
+    for (const x of Object.values(t)) gpu.free(x);
+  });
+
+  it('splitKFor: the LM head backward (few rows, K = V) splits; ordinary layers and short reductions do not', () => {
+    // GPT-2 small's dlnf for a chunk of 333 rows: 64×64 tiles give 12×6 = 72 workgroups, so 8 splits (576).
+    expect(splitKFor('forward', { M: 333, N: 768, K: 50257 }, 24)).toBe(8);
+    expect(splitKFor('forward', { M: 333, N: 768, K: 50257 }, 3)).toBe(3); // the scratch allows only 3
+    expect(splitKFor('forward', { M: 2048, N: 3072, K: 768 }, 24)).toBe(1);
+    expect(splitKFor('forward', { M: 16, N: 16, K: 4096 }, 24)).toBe(2); // each split keeps ≥ 2048 depths
+    expect(splitKFor('forward', { M: 16, N: 16, K: 2000 }, 24)).toBe(1);
+    expect(splitKFor('backward-input', { M: 16, N: 16, K: 50257 }, 24)).toBe(1);
   });
 });

@@ -13,6 +13,10 @@ struct Params { M: u32, K: u32, R: u32, seed: u32, drop_threshold: u32, keep_sca
 override COLS: u32 = 64;
 override M_CHUNK: u32 = 16;
 override WG: u32 = 256;
+// Split over the tokens (SPLIT_M > 1): workgroup z sums only its share of M (whole M_CHUNK steps) and writes it to
+// slab z of the output binding, which is then a (SPLIT_M, R, K) scratch; matmul_split_reduce.wgsl adds the slabs
+// into the gradient. For a GPU with many more cores than this output has column groups.
+override SPLIT_M: u32 = 1;
 
 const MAX_R = 64u;
 const OUTS_PER_THREAD = 16u;
@@ -42,12 +46,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let outputs = COLS * R;
 
   var acc: array<f32, OUTS_PER_THREAD>;
-  for (var m0 = 0u; m0 < M; m0 += M_CHUNK) {
+  let share = ((M + SPLIT_M - 1u) / SPLIT_M + M_CHUNK - 1u) / M_CHUNK * M_CHUNK;
+  let m_end = min(M, (wid.z + 1u) * share);
+  for (var m0 = min(M, wid.z * share); m0 < m_end; m0 += M_CHUNK) {
     for (var e = lid; e < M_CHUNK * COLS; e += WG) {
       let m = m0 + e / COLS;
       let k = col0 + e % COLS;
       var v = 0.0;
-      if (m < M && k < K) {
+      if (m < m_end && k < K) {
         let index = m * K + k;
         if (keep(index)) { v = inp[index] * params.keep_scale; }
       }
@@ -57,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
       let mm = e / R;
       let r = e % R;
       var v = 0.0;
-      if (m0 + mm < M) { v = du[(m0 + mm) * R + r]; }
+      if (m0 + mm < m_end) { v = du[(m0 + mm) * R + r]; }
       du_tile[mm * MAX_R + r] = v;
     }
     workgroupBarrier();
@@ -78,6 +84,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   for (var j = 0u; j < OUTS_PER_THREAD; j++) {
     let o = lid + j * WG;
     let k = col0 + o % COLS;
-    if (o < outputs && k < K) { da[(o / COLS) * K + k] += acc[j]; }
+    if (o < outputs && k < K) {
+      if (SPLIT_M > 1u) { da[wid.z * R * K + (o / COLS) * K + k] = acc[j]; } else { da[(o / COLS) * K + k] += acc[j]; }
+    }
   }
 }

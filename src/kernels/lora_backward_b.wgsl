@@ -13,6 +13,10 @@ struct Params { M: u32, N: u32, R: u32, scale: f32 }
 override COLS: u32 = 64;
 override M_CHUNK: u32 = 16;
 override WG: u32 = 256;
+// Split over the tokens (SPLIT_M > 1): workgroup z sums only its share of M (whole M_CHUNK steps) and writes it to
+// slab z of the output binding, which is then a (SPLIT_M, N, R) scratch; matmul_split_reduce.wgsl adds the slabs
+// into the gradient. For a GPU with many more cores than this output has column groups.
+override SPLIT_M: u32 = 1;
 
 const MAX_R = 64u;
 const OUTS_PER_THREAD = 16u;
@@ -30,19 +34,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let outputs = COLS * R;
 
   var acc: array<f32, OUTS_PER_THREAD>;
-  for (var m0 = 0u; m0 < M; m0 += M_CHUNK) {
+  let share = ((M + SPLIT_M - 1u) / SPLIT_M + M_CHUNK - 1u) / M_CHUNK * M_CHUNK;
+  let m_end = min(M, (wid.z + 1u) * share);
+  for (var m0 = min(M, wid.z * share); m0 < m_end; m0 += M_CHUNK) {
     for (var e = lid; e < M_CHUNK * COLS; e += WG) {
       let mm = e / COLS;
       let c = e % COLS;
       var v = 0.0;
-      if (m0 + mm < M && col0 + c < N) { v = dout[(m0 + mm) * N + col0 + c]; }
+      if (m0 + mm < m_end && col0 + c < N) { v = dout[(m0 + mm) * N + col0 + c]; }
       dout_tile[e] = v;
     }
     for (var e = lid; e < M_CHUNK * R; e += WG) {
       let mm = e / R;
       let r = e % R;
       var v = 0.0;
-      if (m0 + mm < M) { v = u[(m0 + mm) * R + r]; }
+      if (m0 + mm < m_end) { v = u[(m0 + mm) * R + r]; }
       u_tile[mm * MAX_R + r] = v;
     }
     workgroupBarrier();
@@ -62,6 +68,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 
   for (var j = 0u; j < OUTS_PER_THREAD; j++) {
     let o = lid + j * WG;
-    if (o < outputs && col0 + o / R < N) { db[col0 * R + o] += params.scale * acc[j]; }
+    if (o < outputs && col0 + o / R < N) {
+      if (SPLIT_M > 1u) { db[wid.z * N * R + col0 * R + o] = params.scale * acc[j]; } else { db[col0 * R + o] += params.scale * acc[j]; }
+    }
   }
 }

@@ -63,7 +63,7 @@ fn store_chunk(chunk: mat4x4f, row: u32, col: u32) {
       if (row + i < M && col + j < N) {
         var v = chunk[i][j];
         if (HAS_BIAS) { v += bias[col + j]; }
-        out[(row + i) * N + col + j] = v;
+        out[split_index * M * N + (row + i) * N + col + j] = v;
       }
     }
   }

@@ -16,7 +16,10 @@ struct Params { M: u32, N: u32, K: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;       // (M,K)
+// @weight: the weight binding and its quad reader; registry.ts swaps this part for matmul_forward_rows_f16w.wgsl's.
 @group(0) @binding(2) var<storage, read> weight: array<vec4f>;  // (K,N/4)
+fn weight_quad(k: u32, col4: u32) -> vec4f { return weight[k * (params.N / 4u) + col4]; }
+// @end-weight
 @group(0) @binding(3) var<storage, read> bias: array<vec4f>;    // (N/4), read only when HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<vec4f>; // (M,N/4)
 
@@ -54,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   var rows_lo = mat4x4f();   // rows 0..3 (column i: row i)
   var rows_hi = mat4x4f();   // rows 4..7
   for (var k = lid.y; k < K; k += DEPTH_SLICES) {
-    let w = weight[k * N4 + weight_col4];
+    let w = weight_quad(k, weight_col4);
     if (ROWS == 1u) {
       one_row = fma(vec4f(inp[k]), w, one_row);
     } else {

@@ -63,6 +63,6 @@ fn store_chunk(chunk: mat4x4f, row: u32, col: u32) {
   var bias4 = vec4f();
   if (HAS_BIAS) { bias4 = bias[col4]; }
   for (var i = 0u; i < 4u; i++) {
-    if (row + i < params.M) { out[(row + i) * N4 + col4] = chunk[i] + bias4; }
+    if (row + i < params.M) { out[split_index * params.M * N4 + (row + i) * N4 + col4] = chunk[i] + bias4; }
   }
 }

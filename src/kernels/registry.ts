@@ -58,7 +58,7 @@ function withMatmulTiles(kernelPart: string): string {
  * Tile overrides of the six register-tiled kernels (scalar and vec4 loads × three layouts): a 128×128 output block
  * per workgroup, 8 deep, 8×8 outputs per thread → 256 threads. ops/matmul.ts picks smaller tiles by shape.
  */
-const MATMUL_TILE_DEFAULTS = { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8 };
+const MATMUL_TILE_DEFAULTS = { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8, SPLIT_K: 1 };
 
 const matmulForwardBindings = [
   { name: 'inp', access: 'read' },
@@ -157,6 +157,23 @@ export const matmulBackwardBias = defineKernel({
     { name: 'N', type: 'u32' },
   ],
   overrides: { COLS: 64, LANES: 4 },
+});
+import matmulSplitReduceSource from './matmul_split_reduce.wgsl?raw';
+
+/** Sums a split-K matmul's partial products: out (n) = or += Σ_z partial (z, n). */
+export const matmulSplitReduce = defineKernel({
+  name: 'matmul_split_reduce',
+  source: matmulSplitReduceSource,
+  bindings: [
+    { name: 'partial', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'splits', type: 'u32' },
+    { name: 'accumulate', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
 });
 // (end of matmul)
 
@@ -667,6 +684,58 @@ export const matmulBackwardInputF16W = defineKernel({
   uniforms: matmulBackwardInputUniforms,
   overrides: MATMUL_TILE_DEFAULTS,
 });
+
+import matmulForwardRowsF16WPart from './matmul_forward_rows_f16w.wgsl?raw';
+import matmulSgmatF16WSource from './matmul_sgmat_f16w.wgsl?raw';
+
+/** The few-rows (decoding) forward kernel reading an f16 weight: matmul_forward_rows.wgsl with its weight part swapped. */
+export const matmulForwardRowsF16W = defineKernel({
+  name: 'matmul_forward_rows_f16w',
+  source: matmulForwardRowsSource.replace(/\/\/ @weight[\s\S]*?\/\/ @end-weight\n/, matmulForwardRowsF16WPart),
+  bindings: matmulForwardBindings,
+  uniforms: matmulShapeUniforms,
+  overrides: { ROWS: 1, COL_THREADS: 8, DEPTH_SLICES: 32, HAS_BIAS: 0 },
+});
+
+const SGMAT_BINDINGS = [
+  { name: 'act', access: 'read' },
+  { name: 'weight', access: 'read' },
+  { name: 'bias', access: 'read' },
+  { name: 'out', access: 'read_write' },
+] as const;
+const SGMAT_UNIFORMS = [
+  { name: 'R', type: 'u32' },
+  { name: 'Cc', type: 'u32' },
+  { name: 'D', type: 'u32' },
+  { name: 'accumulate', type: 'u32' },
+] as const;
+const sgmatKernels = new Map<string, ReturnType<typeof defineSgmat>>();
+
+function defineSgmat(WG_SM: number, WG_SN: number, BK: number) {
+  const tiles = `const WG_SM = ${WG_SM}u;\nconst WG_SN = ${WG_SN}u;\nconst BK = ${BK}u;`;
+  return defineKernel({
+    name: `matmul_sgmat_f16w_${WG_SM}x${WG_SN}x${BK}`,
+    source: matmulSgmatF16WSource.replace('// @tiles', tiles),
+    bindings: SGMAT_BINDINGS,
+    uniforms: SGMAT_UNIFORMS,
+    overrides: { HAS_BIAS: 0, TRANSPOSED: 0, SPLIT_K: 1 },
+  });
+}
+
+/**
+ * Tensor cores (chromium-experimental-subgroup-matrix, f16×f16→f32 16×16×16, 32-wide subgroups): out (R,Cc) = or +=
+ * act (R,D) · B [+ bias], B = weight (D,Cc) or, TRANSPOSED, weightᵀ with weight (Cc,D); packed f16 pairs along rows.
+ * One kernel per tile shape (the tiles are WGSL constants there: WG_SM × WG_SN subgroups, BK deep slices).
+ */
+export function matmulSgmatF16W(tiles: { WG_SM: number; WG_SN: number; BK: number }) {
+  const key = `${tiles.WG_SM}x${tiles.WG_SN}x${tiles.BK}`;
+  let kernel = sgmatKernels.get(key);
+  if (!kernel) {
+    kernel = defineSgmat(tiles.WG_SM, tiles.WG_SN, tiles.BK);
+    sgmatKernels.set(key, kernel);
+  }
+  return kernel;
+}
 // (end of matmul f16 weights)
 
 // ---- embedding f16 weights ---------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 // Matmul benchmark: the f32 linear-layer kernels (ops/matmul.ts) in the three training layouts, at the shapes of a
 // GPT-2 small training step (M = B·T = 2048 tokens) and at 4096³, in GFLOP/s (2·M·N·K per product). The two layouts
 // that read a frozen weight (forward, backward-input) are also timed with the weight stored as packed f16
-// (ops/matmul-f16.ts; precision "f16-weights", f32 arithmetic). Each record names the kernel and tiles that ran.
+// (ops/matmul-f16.ts; precision "f16-weights", f32 arithmetic) and, where the device has f16 subgroup matrices, on the
+// tensor cores (precision "f16-tensor-cores": the activation rounded to f16 too). Each record names the kernel that ran.
 
 import type { GpuContext } from '../gpu/context.ts';
 import { matmulBackwardInput, matmulBackwardWeight, matmulForward, planMatmul, type MatmulPlan, type MatmulShape } from '../ops/matmul.ts';
-import { matmulBackwardInputF16W, matmulForwardF16W, uploadF16Weights } from '../ops/matmul-f16.ts';
+import { matmulBackwardInputF16W, matmulForwardF16W, planSgmat, uploadF16Weights } from '../ops/matmul-f16.ts';
 import { Rng } from '../random.ts';
 import { randomValues } from './attention.ts';
 import { recordBase, round, timingFields, type BenchRecord, type RunCounts } from './records.ts';
@@ -54,23 +55,36 @@ export async function benchMatmul(
     try {
       for (const layout of layouts) {
         // Backward layouts reuse the same buffers: out plays dout, inp plays dinp, weight plays dweight.
-        const variants =
+        const f16 =
           layout === 'forward'
-            ? [
-                { precision: 'f32', make: () => matmulForward(gpu, t, shape) },
-                { precision: 'f16-weights', make: () => matmulForwardF16W(gpu, { ...t, weight: packed }, shape) },
-              ]
+            ? () => matmulForwardF16W(gpu, { ...t, weight: packed }, shape)
             : layout === 'backward-input'
-              ? [
-                  { precision: 'f32', make: () => matmulBackwardInput(gpu, { dinp: t.inp, dout: t.out, weight: t.weight }, shape) },
-                  {
-                    precision: 'f16-weights',
-                    make: () => matmulBackwardInputF16W(gpu, { dinp: t.inp, dout: t.out, weight: packed }, shape),
-                  },
-                ]
-              : [{ precision: 'f32', make: () => matmulBackwardWeight(gpu, { dweight: t.weight, inp: t.inp, dout: t.out }, shape) }];
-        for (const { precision, make } of variants) {
-          const dispatch = await make();
+              ? () => matmulBackwardInputF16W(gpu, { dinp: t.inp, dout: t.out, weight: packed }, shape)
+              : undefined;
+        const f32 =
+          layout === 'forward'
+            ? () => matmulForward(gpu, t, shape)
+            : layout === 'backward-input'
+              ? () => matmulBackwardInput(gpu, { dinp: t.inp, dout: t.out, weight: t.weight }, shape)
+              : () => matmulBackwardWeight(gpu, { dweight: t.weight, inp: t.inp, dout: t.out }, shape);
+        const variants = [{ precision: 'f32', tensorCores: false, make: f32, kernel: describeMatmulPlan(planMatmul(layout, shape)) }];
+        if (f16) {
+          variants.push({ precision: 'f16-weights', tensorCores: false, make: f16, kernel: 'tiled, f16 weights unpacked into f32 tiles' });
+          // Tensor cores where matmul-f16.ts would use them for this shape.
+          if (gpu.features.tensorCoresF16 && Math.ceil(M / 128) * Math.ceil((layout === 'forward' ? N : K) / 128) >= 256) {
+            const tiles = planSgmat();
+            const kernel = `tensor cores (subgroup matrix f16×f16→f32 16×16×16), ${32 * tiles.WG_SM}×${32 * tiles.WG_SN}×${tiles.BK}`;
+            variants.push({ precision: 'f16-tensor-cores', tensorCores: true, make: f16, kernel });
+          }
+        }
+        for (const { precision, tensorCores, make, kernel } of variants) {
+          gpu.useTensorCores = tensorCores;
+          let dispatch;
+          try {
+            dispatch = await make();
+          } finally {
+            gpu.useTensorCores = true;
+          }
           try {
             const timing = await timeDispatches(gpu, [dispatch], counts);
             records.push({
@@ -78,7 +92,7 @@ export async function benchMatmul(
               precision,
               layout,
               shape: { M, N, K },
-              kernel: precision === 'f32' ? describeMatmulPlan(planMatmul(layout, shape)) : 'tiled, f16 weights unpacked into f32 tiles',
+              kernel,
               ...timingFields(timing, counts),
               gflops: round((2 * M * N * K) / (timing.ms * 1e6)),
             });

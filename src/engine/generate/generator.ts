@@ -280,9 +280,9 @@ export class Gpt2Decoder {
     const linear = async (l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) => {
       const [K, N] = linearShape(config, module);
       const bias = this.model.tensor(`h.${l}.${module}.bias`);
-      // A model with frozenWeights 'f16' keeps this weight only packed (its kernel has no few-rows variant: default tiles).
+      // A model with frozenWeights 'f16' keeps this weight only packed (same tiles: few rows take its rows kernel too).
       const packed = this.model.f16Weight(`h.${l}.${module}.weight`);
-      if (packed) all.push(await matmulForwardF16W(gpu, { out, inp, weight: packed, bias }, { M, N, K }));
+      if (packed) all.push(await matmulForwardF16W(gpu, { out, inp, weight: packed, bias }, { M, N, K }, tiles));
       else all.push(await matmulForward(gpu, { out, inp, weight: this.model.tensor(`h.${l}.${module}.weight`), bias }, { M, N, K }, tiles));
       const site = sites.get(`${l}.${module}`);
       if (site && adapter) {

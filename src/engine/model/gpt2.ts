@@ -24,8 +24,8 @@ import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
 import { geluBackward, geluForward } from '../ops/gelu.ts';
 import { layernormBackward, layernormForward } from '../ops/layernorm.ts';
 import { loraBackward, loraForward, type LoraDispatches } from '../ops/lora.ts';
-import { matmulBackwardBias, matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../ops/matmul.ts';
-import { matmulBackwardInputF16W, matmulForwardF16W, packF16, type F16Weights } from '../ops/matmul-f16.ts';
+import { matmulBackwardBias, matmulBackwardInput, matmulBackwardWeight, matmulForward, matmulForwardSplitK, splitKFor } from '../ops/matmul.ts';
+import { matmulBackwardInputF16W, matmulForwardF16W, matmulForwardF16WSplitK, packF16, type F16Weights } from '../ops/matmul-f16.ts';
 import { residualForward } from '../ops/residual.ts';
 import { validateModelConfig, type ModelConfig } from './config.ts';
 import { loraScale, type LoraAdapter, type LoraSite } from './lora.ts';
@@ -762,6 +762,7 @@ async function linearBackward(
         da: r.grad(`${name}.lora_A`)!,
         db: r.grad(`${name}.lora_B`)!,
         du: r.view('loraDu'),
+        partial: r.view('loraPartial'),
         dout: t.dout,
         inp: t.inp,
         u: r.loraU(l, module),
@@ -887,9 +888,13 @@ async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
     if (r.training) {
       const dlnfChunk = gpu.view(r.view('btc'), start * C, rows * C, `dlnf[${start}:]`);
       // dlnf (rows,C) = dlogits (rows,V) · wte (V,C): the "forward" layout.
+      // Few rows reduced over V: split the reduction (splitKFor) so that the GPU has enough workgroups, with bt4c
+      // (free until the block backward) holding the partial products.
       const dlnfShape = { M: rows, N: C, K: V };
-      if (packedWte) list.push(await matmulForwardF16W(gpu, { out: dlnfChunk, inp: logits, weight: packedWte }, dlnfShape));
-      else list.push(await matmulForward(gpu, { out: dlnfChunk, inp: logits, weight: r.param(WTE) }, dlnfShape));
+      const splits = splitKFor('forward', dlnfShape, Math.floor((4 * BT) / rows));
+      const scratch = gpu.view(r.view('bt4c'), 0, splits * rows * C, 'dlnf.partial');
+      if (packedWte) list.push(...(await matmulForwardF16WSplitK(gpu, { out: dlnfChunk, inp: logits, weight: packedWte, scratch }, dlnfShape, splits)));
+      else list.push(...(await matmulForwardSplitK(gpu, { out: dlnfChunk, inp: logits, weight: r.param(WTE), scratch }, dlnfShape, splits)));
       // dwte (V,C) += dlogitsᵀ · lnf: the tied head's share of wte's gradient.
       if (dwte) list.push(await matmulBackwardWeight(gpu, { dweight: dwte, inp: logits, dout: lnfChunk }, { M: rows, N: C, K: V }));
     }

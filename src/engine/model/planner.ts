@@ -26,6 +26,7 @@ import { attentionScratchSizes } from '../ops/attention.ts';
 import { CROSS_ENTROPY_RESULT } from '../ops/crossentropy.ts';
 import { GRAD_NORM_RESULT, planGradNorm } from '../ops/gradnorm.ts';
 import { layernormScratchLength } from '../ops/layernorm.ts';
+import { loraPartialLength } from '../ops/lora.ts';
 import { validateModelConfig, type ModelConfig } from './config.ts';
 import { checkLoraRank, loraParameterSpecs, loraSites, type LoraShape } from './lora.ts';
 import { gpt2ParameterLayout, layoutParameters, type ParameterLayout } from './weights.ts';
@@ -283,7 +284,11 @@ export function planGpt2Run(config: ModelConfig, shape: Gpt2RunShape, limits: De
     single('bt4c', 'scratch', BT * 4 * C); // dfchGelu, then dqkv
     single('bt4cGelu', 'scratch', BT * 4 * C); // dfch (gelu's backward is out of place)
     single('attDelta', 'scratch', attentionScratchSizes({ B, T, C, NH: config.nHead }).delta);
-    if (mode.kind === 'lora') single('loraDu', 'scratch', BT * lora!.rank);
+    if (mode.kind === 'lora') {
+      single('loraDu', 'scratch', BT * lora!.rank);
+      // Split LoRA weight gradients' partial sums (ops/lora.ts); 4C is the widest side of any LoRA layer.
+      single('loraPartial', 'scratch', loraPartialLength(lora!.rank, 4 * C));
+    }
     if (trainable.entries.some((e) => e.kind === 'layernorm-weight')) single('lnPartials', 'scratch', layernormScratchLength(BT, C));
     if (trainable.byName.has('wte.weight')) {
       single('segmentTokens', 'scratch', BT);

@@ -15,6 +15,7 @@ import {
   loraForwardDown as loraForwardDownKernel,
   loraForwardUp as loraForwardUpKernel,
 } from '../../kernels/registry.ts';
+import { matmulSplitReduce } from './matmul.ts';
 
 export interface LoraShape {
   /** Tokens (B*T). */
@@ -110,7 +111,8 @@ export async function loraForward(
     [t.out, M * N, 'out (M,N)'],
   ]);
   const maxGroups = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-  const rows = narrowRows(R);
+  // Few rows (a decoding step: M = 1) need no more tile rows than they have: the block loads shrink with them.
+  const rows = Math.min(narrowRows(R), 2 ** Math.ceil(Math.log2(M)));
   const down = await gpu.prepare(loraForwardDownKernel, {
     bindings: { inp: t.inp, a: t.a, u: t.u },
     uniforms: { M, K, R, ...dropoutUniforms(options) },
@@ -142,6 +144,8 @@ export async function loraBackward(
     u: GpuTensor;
     a: GpuTensor;
     b: GpuTensor;
+    /** Scratch for split weight gradients (loraPartialLength floats for this layer's widest side); none: no split. */
+    partial?: GpuTensor;
   },
   shape: LoraShape,
   options: LoraOptions,
@@ -162,11 +166,14 @@ export async function loraBackward(
   const maxGroups = gpu.device.limits.maxComputeWorkgroupsPerDimension;
   const dropout = dropoutUniforms(options);
   const rows = narrowRows(R);
+  // The two small gradients reduce over all M tokens: split that reduction when their column groups alone would
+  // leave the GPU idle and the caller gave a scratch for the partial sums (loraPartialLength).
+  const splitsB = loraGradSplits(M, N, R, t.partial);
   const gradB = await gpu.prepare(loraBackwardBKernel, {
-    bindings: { dout: t.dout, u: t.u, db: t.db },
+    bindings: { dout: t.dout, u: t.u, db: splitsB > 1 ? t.partial! : t.db },
     uniforms: { M, N, R, scale: options.scale },
-    overrides: SMALL_GRAD,
-    workgroups: grid1d(N, SMALL_GRAD.COLS, maxGroups),
+    overrides: { ...SMALL_GRAD, SPLIT_M: splitsB },
+    workgroups: [...grid1d(N, SMALL_GRAD.COLS, maxGroups), splitsB],
   });
   const gradU = await gpu.prepare(loraBackwardUKernel, {
     bindings: { dout: t.dout, b: t.b, du: t.du },
@@ -174,11 +181,12 @@ export async function loraBackward(
     overrides: { ROWS: rows, TILE_DEPTH: NARROW.TILE_DEPTH, WG: NARROW.WG },
     workgroups: grid1d(M, rows, maxGroups),
   });
+  const splitsA = loraGradSplits(M, K, R, t.partial);
   const gradA = await gpu.prepare(loraBackwardAKernel, {
-    bindings: { du: t.du, inp: t.inp, da: t.da },
+    bindings: { du: t.du, inp: t.inp, da: splitsA > 1 ? t.partial! : t.da },
     uniforms: { M, K, R, ...dropout },
-    overrides: SMALL_GRAD,
-    workgroups: grid1d(K, SMALL_GRAD.COLS, maxGroups),
+    overrides: { ...SMALL_GRAD, SPLIT_M: splitsA },
+    workgroups: [...grid1d(K, SMALL_GRAD.COLS, maxGroups), splitsA],
   });
   const gradX = await gpu.prepare(loraBackwardXKernel, {
     bindings: { du: t.du, a: t.a, dinp: t.dinp },
@@ -186,5 +194,28 @@ export async function loraBackward(
     overrides: { TILE_COLS: WIDE.TILE_COLS, WG_ROWS: WIDE.WG_ROWS, R_CHUNK: WIDE.R_CHUNK },
     workgroups: [Math.ceil(K / WIDE.TILE_COLS), Math.ceil(M / WIDE.TILE_ROWS)],
   });
-  return bundle([gradB, gradU, gradA, gradX], [gradA, gradX]);
+  const sumB = splitsB > 1 ? [await matmulSplitReduce(gpu, { out: t.db, scratch: t.partial! }, N * R, splitsB, true)] : [];
+  const sumA = splitsA > 1 ? [await matmulSplitReduce(gpu, { out: t.da, scratch: t.partial! }, R * K, splitsA, true)] : [];
+  return bundle([gradB, ...sumB, gradU, gradA, ...sumA, gradX], [gradA, gradX]);
+}
+
+/** At most this many token splits for the LoRA weight gradients (the partial-sum scratch is sized for it). */
+export const LORA_GRAD_SPLITS = 16;
+
+/** Floats of the scratch for split LoRA gradients of rank R whose widest layer side is `widest` (a (splits, R, widest) array). */
+export function loraPartialLength(R: number, widest: number): number {
+  return LORA_GRAD_SPLITS * R * widest;
+}
+
+/**
+ * Token splits for a LoRA weight gradient `width` columns wide (width/64 column groups): enough for about 256
+ * workgroups, each split keeping at least 4 steps of M_CHUNK tokens, and only as many as `partial` holds.
+ */
+function loraGradSplits(M: number, width: number, R: number, partial: GpuTensor | undefined): number {
+  if (!partial) return 1;
+  const groups = Math.ceil(width / SMALL_GRAD.COLS);
+  const wanted = Math.ceil(256 / groups);
+  const bySize = Math.floor(M / (4 * SMALL_GRAD.M_CHUNK));
+  const byScratch = Math.floor(partial.length / (R * width));
+  return Math.max(1, Math.min(wanted, bySize, byScratch, LORA_GRAD_SPLITS));
 }

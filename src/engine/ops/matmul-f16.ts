@@ -13,13 +13,19 @@
 //
 // Kernels and tiles follow ops/matmul.ts (`planMatmul`, same tiles by output shape, same limits); the f16 kernels
 // have scalar f32 loads of the activation and no few-rows (decoding) variant, so every plan here is a tiled one.
+//
+// Tensor cores: where the device has f16 subgroup matrices (GpuContext.features.tensorCoresF16) and
+// `gpu.useTensorCores` is on, both products run on matmul_sgmat_f16w.wgsl instead, which also rounds the activation to
+// f16 (f32 accumulation): faster, about 1e-3 relative error instead of the f32 kernels' 1e-6.
 
 import type { Dispatch, GpuContext, GpuTensor } from '../gpu/context.ts';
 import {
   matmulBackwardInputF16W as matmulBackwardInputF16WKernel,
   matmulForwardF16W as matmulForwardF16WKernel,
+  matmulForwardRowsF16W as matmulForwardRowsF16WKernel,
+  matmulSgmatF16W as matmulSgmatF16WKernel,
 } from '../../kernels/registry.ts';
-import { checkLength, checkShape, planMatmul, tileOverrides, type MatmulShape, type MatmulTiles } from './matmul.ts';
+import { checkLength, checkShape, matmulSplitReduce, planMatmul, rowsLaunch, tileOverrides, type MatmulShape, type MatmulTiles } from './matmul.ts';
 
 /** A frozen weight W (K,N) on the GPU as packed f16 pairs: `packed` holds K·ceil(N/2) u32 elements. */
 export interface F16Weights {
@@ -129,6 +135,14 @@ export async function matmulForwardF16W(
   checkLength('matmulForwardF16W', t.inp, M * K, 'inp (M,K)');
   checkLength('matmulForwardF16W', t.out, M * N, 'out (M,N)');
   if (t.bias) checkLength('matmulForwardF16W', t.bias, N, 'bias (N)');
+  const rows = planMatmul('forward', shape, tiles);
+  if (rows.kernel === 'rows') {
+    const bindings = { inp: t.inp, weight: t.weight.packed, bias: t.bias ?? t.weight.packed, out: t.out };
+    return gpu.prepare(matmulForwardRowsF16WKernel, { bindings, uniforms: { M, N, K }, ...rowsLaunch(gpu, rows.rows, N, t.bias ? 1 : 0) });
+  }
+  if (useSgmat(gpu, M, N, tiles)) {
+    return prepareSgmat(gpu, { act: t.inp, weight: t.weight.packed, bias: t.bias, out: t.out }, { R: M, Cc: N, D: K, transposed: false, accumulate: false });
+  }
   const plan = planTiles(M, N, K, tiles);
   return gpu.prepare(matmulForwardF16WKernel, {
     bindings: { inp: t.inp, weight: t.weight.packed, bias: t.bias ?? t.weight.packed, out: t.out },
@@ -150,6 +164,9 @@ export async function matmulBackwardInputF16W(
   checkWeight('matmulBackwardInputF16W', t.weight, shape);
   checkLength('matmulBackwardInputF16W', t.dout, M * N, 'dout (M,N)');
   checkLength('matmulBackwardInputF16W', t.dinp, M * K, 'dinp (M,K)');
+  if (useSgmat(gpu, M, K, options.tiles)) {
+    return prepareSgmat(gpu, { act: t.dout, weight: t.weight.packed, out: t.dinp }, { R: M, Cc: K, D: N, transposed: true, accumulate: Boolean(options.accumulate) });
+  }
   const plan = planTiles(M, K, N, options.tiles);
   return gpu.prepare(matmulBackwardInputF16WKernel, {
     bindings: { dout: t.dout, weight: t.weight.packed, dinp: t.dinp },
@@ -157,4 +174,86 @@ export async function matmulBackwardInputF16W(
     overrides: tileOverrides(gpu, 'matmulBackwardInputF16W', plan),
     workgroups: [Math.ceil(K / plan.TILE_COLS), Math.ceil(M / plan.TILE_ROWS)],
   });
+}
+
+/** Subgroup-matrix tiles: WG_SM × WG_SN subgroups of 32, each a 32×32 block of the output; BK deep slices. */
+export interface SgmatTiles {
+  WG_SM: number;
+  WG_SN: number;
+  BK: number;
+}
+
+/**
+ * Tensor cores when the device has them, the caller asked for no particular f32 tiles, and the output (rows × cols)
+ * fills at least 256 blocks of 128×128: measured on an H100 (bench/RESULTS.md), smaller outputs and smaller blocks
+ * ran slower on matmul_sgmat_f16w than on the f32-arithmetic f16-weight kernels.
+ */
+function useSgmat(gpu: GpuContext, rows: number, cols: number, tiles: Partial<MatmulTiles> | undefined): boolean {
+  if (!gpu.features.tensorCoresF16 || !gpu.useTensorCores || tiles) return false;
+  const big = SGMAT_TILES;
+  const bytes = 2 * 32 * big.BK * (big.WG_SM + big.WG_SN) + 4 * 256 * big.WG_SM * big.WG_SN;
+  const limits = gpu.adapter.limits;
+  const fits = 32 * big.WG_SM * big.WG_SN <= limits.maxComputeInvocationsPerWorkgroup && bytes <= limits.maxComputeWorkgroupStorageSize;
+  return fits && Math.ceil(rows / 128) * Math.ceil(cols / 128) >= 256;
+}
+
+/** 128×128 output blocks (16 subgroups of 32×32), 16 deep: the fastest of the variants timed on the H100. */
+const SGMAT_TILES: Readonly<SgmatTiles> = Object.freeze({ WG_SM: 4, WG_SN: 4, BK: 16 });
+
+/** The tiles matmul_sgmat_f16w runs with. */
+export function planSgmat(): SgmatTiles {
+  return { ...SGMAT_TILES };
+}
+
+/**
+ * out (R,Cc) = or += act (R,D) · B [+ bias] on the tensor cores; B = weight (D,Cc), or weightᵀ for weight (Cc,D)
+ * when `transposed`, packed f16 pairs along each weight row.
+ */
+export async function prepareSgmat(
+  gpu: GpuContext,
+  t: { act: GpuTensor; weight: GpuTensor; bias?: GpuTensor; out: GpuTensor },
+  s: { R: number; Cc: number; D: number; transposed: boolean; accumulate: boolean },
+  tiles: SgmatTiles = planSgmat(),
+  splits = 1,
+): Promise<Dispatch> {
+  const bm = 32 * tiles.WG_SM;
+  const bn = 32 * tiles.WG_SN;
+  if (splits > 1 && (t.bias || s.accumulate)) throw new RangeError('prepareSgmat: a split-K product takes no bias and does not accumulate');
+  return gpu.prepare(matmulSgmatF16WKernel(tiles), {
+    bindings: { act: t.act, weight: t.weight, bias: t.bias ?? t.weight, out: t.out },
+    uniforms: { R: s.R, Cc: s.Cc, D: s.D, accumulate: s.accumulate ? 1 : 0 },
+    overrides: { HAS_BIAS: t.bias ? 1 : 0, TRANSPOSED: s.transposed ? 1 : 0, SPLIT_K: splits },
+    workgroups: [Math.ceil(s.Cc / bn), Math.ceil(s.R / bm), splits],
+  });
+}
+
+/**
+ * out (M,N) = inp (M,K) · W (K,N), W stored as f16, with the reduction split `splits` ways (see ops/matmul.ts
+ * `matmulForwardSplitK`): partial products in `scratch` (splits·M·N), then summed. No bias. Tensor cores as
+ * matmulForwardF16W chooses them.
+ */
+export async function matmulForwardF16WSplitK(
+  gpu: GpuContext,
+  t: { out: GpuTensor; inp: GpuTensor; weight: F16Weights; scratch: GpuTensor },
+  shape: MatmulShape,
+  splits: number,
+): Promise<Dispatch[]> {
+  const { M, N, K } = shape;
+  if (splits <= 1) return [await matmulForwardF16W(gpu, t, shape)];
+  checkShape('matmulForwardF16WSplitK', shape);
+  checkWeight('matmulForwardF16WSplitK', t.weight, shape);
+  checkLength('matmulForwardF16WSplitK', t.inp, M * K, 'inp (M,K)');
+  checkLength('matmulForwardF16WSplitK', t.scratch, splits * M * N, 'scratch (splits,M,N)');
+  const partial = useSgmat(gpu, M, N, undefined)
+    ? await prepareSgmat(gpu, { act: t.inp, weight: t.weight.packed, out: t.scratch }, { R: M, Cc: N, D: K, transposed: false, accumulate: false }, undefined, splits)
+    : await (async () => {
+        const plan = planTiles(M, N, K);
+        return gpu.prepare(matmulForwardF16WKernel, {
+          bindings: { inp: t.inp, weight: t.weight.packed, bias: t.weight.packed, out: t.scratch },
+          uniforms: { M, N, K },
+          overrides: { ...tileOverrides(gpu, 'matmulForwardF16W', plan), HAS_BIAS: 0, SPLIT_K: splits },
+          workgroups: [Math.ceil(N / plan.TILE_COLS), Math.ceil(M / plan.TILE_ROWS), splits],
+        });
+      })();
+  return [partial, await matmulSplitReduce(gpu, { out: t.out, scratch: t.scratch }, M * N, splits)];
 }

@@ -36,6 +36,7 @@ import {
   matmulForward as matmulForwardKernel,
   matmulForwardRows as matmulForwardRowsKernel,
   matmulForwardVec4 as matmulForwardVec4Kernel,
+  matmulSplitReduce as matmulSplitReduceKernel,
 } from '../../kernels/registry.ts';
 
 export interface MatmulShape {
@@ -217,6 +218,14 @@ export function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulT
   return { ...t };
 }
 
+/** Overrides and grid of the few-rows forward kernel (f32 or f16 weights) for `rows` (1, 4 or 8) and N columns. */
+export function rowsLaunch(gpu: GpuContext, rows: number, N: number, hasBias: number): { overrides: Record<string, number>; workgroups: [number, number] } {
+  return {
+    overrides: { ROWS: rows, COL_THREADS: ROWS_COL_THREADS, DEPTH_SLICES: ROWS_DEPTH_SLICES, HAS_BIAS: hasBias },
+    workgroups: grid1d(N / 4, ROWS_COL_THREADS, gpu.device.limits.maxComputeWorkgroupsPerDimension),
+  };
+}
+
 /** Workgroups covering a rows × cols output with one tile each. */
 function tileGrid(rows: number, cols: number, t: MatmulTiles): [number, number] {
   return [Math.ceil(cols / t.TILE_COLS), Math.ceil(rows / t.TILE_ROWS)];
@@ -241,20 +250,70 @@ export async function matmulForward(
   const bindings = { inp: t.inp, weight: t.weight, bias: t.bias ?? t.weight, out: t.out };
   const hasBias = t.bias ? 1 : 0;
   const plan = planMatmul('forward', shape, tiles);
-  if (plan.kernel === 'rows') {
-    return gpu.prepare(matmulForwardRowsKernel, {
-      bindings,
-      uniforms: { M, N, K },
-      overrides: { ROWS: plan.rows, COL_THREADS: ROWS_COL_THREADS, DEPTH_SLICES: ROWS_DEPTH_SLICES, HAS_BIAS: hasBias },
-      workgroups: grid1d(N / 4, ROWS_COL_THREADS, gpu.device.limits.maxComputeWorkgroupsPerDimension),
-    });
-  }
+  if (plan.kernel === 'rows') return gpu.prepare(matmulForwardRowsKernel, { bindings, uniforms: { M, N, K }, ...rowsLaunch(gpu, plan.rows, N, hasBias) });
   return gpu.prepare(plan.vec4 ? matmulForwardVec4Kernel : matmulForwardKernel, {
     bindings,
     uniforms: { M, N, K },
     overrides: { ...tileOverrides(gpu, 'matmulForward', plan.tiles), HAS_BIAS: hasBias },
     workgroups: tileGrid(M, N, plan.tiles),
   });
+}
+
+/**
+ * How many ways to split the reduction of an output of rows × cols over `depth` so that a small output with a long
+ * reduction (the tied head's dlnf = dlogits·wte, depth V) still gives the GPU enough workgroups: 1 (no split) unless
+ * the tiles give fewer than 512 workgroups and each split keeps at least 2048 depths; at most `maxSplits`.
+ */
+export function splitKFor(layout: MatmulLayout, shape: MatmulShape, maxSplits: number): number {
+  const plan = planMatmul(layout, shape);
+  if (plan.kernel !== 'tiled' || layout !== 'forward') return 1;
+  const [x, y] = tileGrid(shape.M, shape.N, plan.tiles);
+  const wanted = Math.ceil(512 / (x * y));
+  return Math.max(1, Math.min(wanted, Math.floor(shape.K / 2048), maxSplits, 16));
+}
+
+/** The reduce step of a split-K product: out (M·N) = or += Σ of `splits` slabs of `scratch`. */
+export async function matmulSplitReduce(
+  gpu: GpuContext,
+  t: { out: GpuTensor; scratch: GpuTensor },
+  n: number,
+  splits: number,
+  accumulate = false,
+): Promise<Dispatch> {
+  checkLength('matmulSplitReduce', t.scratch, splits * n, 'scratch (splits, M·N)');
+  checkLength('matmulSplitReduce', t.out, n, 'out (M·N)');
+  return gpu.prepare(matmulSplitReduceKernel, {
+    bindings: { partial: t.scratch, out: t.out },
+    uniforms: { n, splits, accumulate: accumulate ? 1 : 0 },
+    workgroups: grid1d(n, 256, gpu.device.limits.maxComputeWorkgroupsPerDimension),
+  });
+}
+
+/**
+ * out (M,N) = inp (M,K) · weight (K,N) with the reduction split `splits` ways (lib/matmul_tiles.wgsl SPLIT_K): the
+ * partial products go to `scratch` (at least splits·M·N), then matmul_split_reduce sums them into out. No bias.
+ * Two dispatches; the same result as matmulForward up to the order of the f32 additions.
+ */
+export async function matmulForwardSplitK(
+  gpu: GpuContext,
+  t: { out: GpuTensor; inp: GpuTensor; weight: GpuTensor; scratch: GpuTensor },
+  shape: MatmulShape,
+  splits: number,
+): Promise<Dispatch[]> {
+  const { M, N, K } = shape;
+  checkShape('matmulForwardSplitK', shape);
+  checkLength('matmulForwardSplitK', t.inp, M * K, 'inp (M,K)');
+  checkLength('matmulForwardSplitK', t.weight, K * N, 'weight (K,N)');
+  checkLength('matmulForwardSplitK', t.scratch, splits * M * N, 'scratch (splits,M,N)');
+  const plan = planMatmul('forward', shape);
+  if (splits <= 1 || plan.kernel !== 'tiled') return [await matmulForward(gpu, t, shape)];
+  const partial = await gpu.prepare(plan.vec4 ? matmulForwardVec4Kernel : matmulForwardKernel, {
+    bindings: { inp: t.inp, weight: t.weight, bias: t.weight, out: t.scratch },
+    uniforms: { M, N, K },
+    overrides: { ...tileOverrides(gpu, 'matmulForward', plan.tiles), HAS_BIAS: 0, SPLIT_K: splits },
+    workgroups: [...tileGrid(M, N, plan.tiles), splits],
+  });
+  return [partial, await matmulSplitReduce(gpu, { out: t.out, scratch: t.scratch }, M * N, splits)];
 }
 
 /** dinp (M,K) = dout (M,N) · weightᵀ, or += with `accumulate` (when dinp also receives another path's gradient). */

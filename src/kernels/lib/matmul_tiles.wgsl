@@ -36,12 +36,18 @@
 //   fn reduction_length() -> u32                  the reduction's length (a Params field)
 //   fn load_tiles(row0, col0, d0, lindex, partial) fills a_tile and b_tile with depths d0..d0+TILE_DEPTH-1
 //   fn store_chunk(chunk, row, col)               writes output rows row..row+3, columns col..col+3
+//
+// Split-K (forward kernels only: their store_chunk adds `split_index`'s slab offset): with SPLIT_K > 1, workgroup z
+// reduces only its share of the depths, a whole number of TILE_DEPTH steps, and stores a partial product into slab z
+// of a (SPLIT_K, rows, cols) scratch that matmul_split_reduce.wgsl sums. For a small output with a long reduction
+// (the tied LM head's dlnf = dlogits·wte, K = V), which would otherwise leave most of the GPU idle.
 
 override TILE_ROWS: u32 = 128;  // output rows per workgroup, multiple of THREAD_ROWS
 override TILE_COLS: u32 = 128;  // output columns per workgroup, multiple of THREAD_COLS
 override TILE_DEPTH: u32 = 8;   // reduction step, multiple of 4
 override THREAD_ROWS: u32 = 8;  // 4 or 8
 override THREAD_COLS: u32 = 8;  // 4 or 8
+override SPLIT_K: u32 = 1;      // depth splits, one per workgroup z
 
 // Derived; not set by the wrapper.
 override WG_COLS = TILE_COLS / THREAD_COLS;
@@ -61,6 +67,7 @@ var<private> acc00: mat4x4f;
 var<private> acc01: mat4x4f;
 var<private> acc10: mat4x4f;
 var<private> acc11: mat4x4f;
+var<private> split_index: u32; // workgroup z: which slab store_chunk writes when SPLIT_K > 1
 
 // chunk + a ⊗ b: 4 rows a, 4 columns b.
 fn outer(chunk: mat4x4f, a: vec4f, b: vec4f) -> mat4x4f {
@@ -95,15 +102,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let depth = reduction_length();
   let row0 = wid.y * TILE_ROWS;
   let col0 = wid.x * TILE_COLS;
-
-  var d0 = 0u;
-  for (; d0 + TILE_DEPTH <= depth; d0 += TILE_DEPTH) {
+  split_index = wid.z;
+  // This split's depths [d0, end): whole TILE_DEPTH steps, so a partial step can only be the reduction's last.
+  let share = ((depth + SPLIT_K - 1u) / SPLIT_K + TILE_DEPTH - 1u) / TILE_DEPTH * TILE_DEPTH;
+  var d0 = min(depth, wid.z * share);
+  let end = min(depth, d0 + share);
+  for (; d0 + TILE_DEPTH <= end; d0 += TILE_DEPTH) {
     load_tiles(row0, col0, d0, lindex, false);
     workgroupBarrier();
     multiply_tiles(lid.x, lid.y);
     workgroupBarrier();
   }
-  if (d0 < depth) {
+  if (d0 < end) {
     load_tiles(row0, col0, d0, lindex, true);  // depths past the reduction are zeros
     workgroupBarrier();
     multiply_tiles(lid.x, lid.y);

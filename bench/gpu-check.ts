@@ -1,0 +1,161 @@
+// Checks and tunes the kernels that only a real GPU offers (SwiftShader has no f16 subgroup matrices, so the test
+// suite cannot run them): the tensor-core matmul (kernels/matmul_sgmat_f16w.wgsl) in both weight layouts, with bias
+// and accumulate, on awkward and GPT-2 shapes, against a Float64 reference on the CPU; then its tile variants timed
+// beside the f32 kernels. Bundled by bench/build.mjs into bench/dist/gpu-check.mjs; run on the GPU machine:
+//   node bench/dist/gpu-check.mjs [--no-timing]
+// Prints JSON lines (kind "check" or "time") and a summary; exits 1 if a check fails or the device has no tensor cores.
+
+import { withGpu } from '../src/cli/bench.ts';
+import type { GpuContext } from '../src/engine/gpu/context.ts';
+import { matmulForward } from '../src/engine/ops/matmul.ts';
+import { packF16, prepareSgmat, type SgmatTiles } from '../src/engine/ops/matmul-f16.ts';
+import { Rng } from '../src/engine/random.ts';
+import { timeDispatches } from '../src/engine/bench/timing.ts';
+
+const TIMING = !process.argv.includes('--no-timing');
+
+/** binary16 bits → number. */
+function f16Value(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+/** Rows of `rowLength` values rounded to f16 through packF16 (the packing the kernels read). */
+function roundedF16(values: Float32Array, rowLength: number): Float64Array {
+  const packed = packF16(values, rowLength);
+  const words = Math.ceil(rowLength / 2);
+  const out = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const r = Math.floor(i / rowLength);
+    const n = i % rowLength;
+    const word = packed[r * words + (n >> 1)];
+    out[i] = f16Value(n % 2 === 0 ? word & 0xffff : word >>> 16);
+  }
+  return out;
+}
+
+function random(rng: Rng, n: number): Float32Array {
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = rng.next() * 2 - 1;
+  return v;
+}
+
+interface Case {
+  R: number;
+  Cc: number;
+  D: number;
+  transposed: boolean;
+  bias: boolean;
+  accumulate: boolean;
+  tiles?: SgmatTiles;
+}
+
+/** ‖out − ref‖/‖ref‖ over sampled rows, against f16-rounded operands (f64 sums) and against the f32 operands. */
+async function check(gpu: GpuContext, c: Case, seed: number): Promise<Record<string, unknown>> {
+  const rng = new Rng(seed);
+  const act = random(rng, c.R * c.D);
+  // The weight as stored: (D,Cc) packed along Cc, or (Cc,D) packed along D when transposed.
+  const weightRows = c.transposed ? c.Cc : c.D;
+  const weightCols = c.transposed ? c.D : c.Cc;
+  const weight = random(rng, weightRows * weightCols);
+  const bias = random(rng, c.Cc);
+  const prior = random(rng, c.R * c.Cc);
+  const t = {
+    act: gpu.upload(act, 'check.act'),
+    weight: gpu.uploadU32(packF16(weight, weightCols), 'check.weight'),
+    bias: c.bias ? gpu.upload(bias, 'check.bias') : undefined,
+    out: gpu.upload(c.accumulate ? prior : new Float32Array(c.R * c.Cc).fill(NaN), 'check.out'),
+  };
+  const dispatch = await prepareSgmat(gpu, t, c, c.tiles);
+  gpu.submit([dispatch]);
+  const out = await gpu.read(t.out);
+  dispatch.release();
+  for (const x of Object.values(t)) if (x) gpu.free(x);
+
+  const act16 = roundedF16(act, act.length);
+  const weight16 = roundedF16(weight, weightCols);
+  const rows = c.R <= 64 ? [...Array(c.R).keys()] : [0, 1, c.R - 1, ...Array.from({ length: 13 }, () => Math.floor(rng.next() * c.R))];
+  let diff16 = 0, diff32 = 0, norm = 0;
+  let unwritten = 0;
+  for (const r of rows) {
+    for (let n = 0; n < c.Cc; n++) {
+      let sum16 = 0, sum32 = 0;
+      for (let k = 0; k < c.D; k++) {
+        const w = c.transposed ? n * c.D + k : k * c.Cc + n;
+        sum16 += act16[r * c.D + k] * weight16[w];
+        sum32 += act[r * c.D + k] * weight[w];
+      }
+      const extra = (c.bias ? bias[n] : 0) + (c.accumulate ? prior[r * c.Cc + n] : 0);
+      const got = out[r * c.Cc + n];
+      if (!Number.isFinite(got)) unwritten++;
+      diff16 += (got - sum16 - extra) ** 2;
+      diff32 += (got - sum32 - extra) ** 2;
+      norm += (sum32 + extra) ** 2;
+    }
+  }
+  const rel16 = Math.sqrt(diff16 / norm);
+  const rel32 = Math.sqrt(diff32 / norm);
+  // f16-rounded operands: only f32 accumulation order differs (≲1e-6·√D); f32 operands: the f16 rounding (≈1e-3).
+  const ok = unwritten === 0 && rel16 < 1e-5 && rel32 < 5e-3;
+  return { kind: 'check', ...c, rows: rows.length, rel_err_vs_f16_operands: rel16, rel_err_vs_f32_operands: rel32, unwritten, ok };
+}
+
+async function time(gpu: GpuContext, R: number, Cc: number, D: number, transposed: boolean, tiles: SgmatTiles | 'f32'): Promise<Record<string, unknown>> {
+  const rng = new Rng(7);
+  const act = gpu.upload(random(rng, R * D), 'time.act');
+  const weight = random(rng, Cc * D);
+  const out = gpu.tensor(R * Cc, 'time.out');
+  const w32 = tiles === 'f32' ? gpu.upload(weight, 'time.w32') : undefined;
+  const w16 = tiles === 'f32' ? undefined : gpu.uploadU32(packF16(weight, transposed ? D : Cc), 'time.w16');
+  try {
+    const dispatch =
+      tiles === 'f32'
+        ? await matmulForward(gpu, { inp: act, weight: w32!, out }, { M: R, N: Cc, K: D })
+        : await prepareSgmat(gpu, { act, weight: w16!, out }, { R, Cc, D, transposed, accumulate: false }, tiles);
+    const timing = await timeDispatches(gpu, [dispatch], { warmup: 3, iters: 20 });
+    dispatch.release();
+    return { kind: 'time', shape: `${R}×${Cc}×${D}`, transposed, tiles, ms: timing.ms, tflops: (2 * R * Cc * D) / (timing.ms * 1e9), timing: timing.method };
+  } finally {
+    for (const x of [act, out, w32, w16]) if (x) gpu.free(x);
+  }
+}
+
+const lines: Record<string, unknown>[] = [];
+const emit = (line: Record<string, unknown>) => {
+  lines.push(line);
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+};
+
+process.exitCode = await withGpu(async (gpu) => {
+  emit({ kind: 'device', adapter: gpu.adapter.name, tensorCoresF16: gpu.features.tensorCoresF16, limits: gpu.adapter.limits });
+  if (!gpu.features.tensorCoresF16) return 1;
+  const variants: SgmatTiles[] = [
+    { WG_SM: 2, WG_SN: 2, BK: 32 },
+    { WG_SM: 4, WG_SN: 4, BK: 32 },
+    { WG_SM: 4, WG_SN: 2, BK: 32 },
+    { WG_SM: 2, WG_SN: 4, BK: 64 },
+    { WG_SM: 4, WG_SN: 4, BK: 16 },
+  ];
+  let seed = 1;
+  for (const transposed of [false, true]) {
+    for (const [R, Cc, D] of [[16, 16, 16], [7, 10, 6], [37, 50, 70], [130, 66, 33], [1, 64, 96]] as const) {
+      for (const tiles of variants.slice(0, 3)) emit(await check(gpu, { R, Cc, D, transposed, bias: !transposed, accumulate: transposed, tiles }, seed++));
+    }
+    for (const [R, Cc, D] of [[2048, 2304, 768], [2048, 768, 3072], [512, 1001, 768], [256, 768, 1001]] as const) {
+      emit(await check(gpu, { R, Cc, D, transposed, bias: seed % 2 === 0, accumulate: seed % 3 === 0 }, seed++));
+    }
+  }
+  if (TIMING) {
+    for (const [R, Cc, D, transposed] of [[4096, 4096, 4096, false], [4096, 4096, 4096, true], [2048, 3072, 768, false], [2048, 768, 3072, true], [2048, 50257, 768, true]] as const) {
+      emit(await time(gpu, R, Cc, D, transposed, 'f32'));
+      for (const tiles of variants) emit(await time(gpu, R, Cc, D, transposed, tiles));
+    }
+  }
+  const failed = lines.filter((l) => l.kind === 'check' && !l.ok);
+  process.stderr.write(`gpu-check: ${lines.filter((l) => l.kind === 'check').length - failed.length} checks passed, ${failed.length} failed\n`);
+  return failed.length ? 1 : 0;
+});
