@@ -284,6 +284,9 @@ export const loraBackwardX = defineKernel({
 import attentionForwardSource from './attention_forward.wgsl?raw';
 import attentionBackwardDeltaSource from './attention_backward_delta.wgsl?raw';
 import attentionBackwardSource from './attention_backward.wgsl?raw';
+import attentionForwardRowsSource from './attention_forward_rows.wgsl?raw';
+import attentionBackwardRowsDqSource from './attention_backward_rows_dq.wgsl?raw';
+import attentionBackwardRowsDkdvSource from './attention_backward_rows_dkdv.wgsl?raw';
 
 export const attentionForward = defineKernel({
   name: 'attention_forward',
@@ -337,6 +340,53 @@ export const attentionBackward = defineKernel({
     { name: 'HS', type: 'u32' },
   ],
   overrides: { BQ: 16, BK: 16, HS_MAX: 64 },
+});
+/** Shapes of the register-blocked kernels; the head size is the override HS4 (it sizes their register arrays). */
+const ATTENTION_ROWS_UNIFORMS = [
+  { name: 'T', type: 'u32' },
+  { name: 'C', type: 'u32' },
+  { name: 'NH', type: 'u32' },
+] as const;
+
+export const attentionForwardRows = defineKernel({
+  name: 'attention_forward_rows',
+  source: attentionForwardRowsSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'out', access: 'read_write' },
+    { name: 'lse', access: 'read_write' },
+  ],
+  uniforms: ATTENTION_ROWS_UNIFORMS,
+  overrides: { ROWS: 32, LANES: 4, KEYS_PER_LANE: 4, HS4: 16 },
+});
+
+export const attentionBackwardRowsDq = defineKernel({
+  name: 'attention_backward_rows_dq',
+  source: attentionBackwardRowsDqSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'dout', access: 'read' },
+    { name: 'out', access: 'read' },
+    { name: 'lse', access: 'read' },
+    { name: 'delta', access: 'read_write' },
+    { name: 'dqkv', access: 'read_write' },
+  ],
+  uniforms: ATTENTION_ROWS_UNIFORMS,
+  overrides: { ROWS: 32, SPLIT: 4, TILE_KEYS: 8, HS4: 16 },
+});
+
+export const attentionBackwardRowsDkdv = defineKernel({
+  name: 'attention_backward_rows_dkdv',
+  source: attentionBackwardRowsDkdvSource,
+  bindings: [
+    { name: 'qkv', access: 'read' },
+    { name: 'dout', access: 'read' },
+    { name: 'lse', access: 'read' },
+    { name: 'delta', access: 'read' },
+    { name: 'dqkv', access: 'read_write' },
+  ],
+  uniforms: ATTENTION_ROWS_UNIFORMS,
+  overrides: { KEY_ROWS: 32, SPLIT: 4, TILE_QUERIES: 8, HS4: 16 },
 });
 // (end of attention)
 

@@ -356,7 +356,8 @@ describe('GPT-2 on WebGPU against the float64 reference model (awkward shape, se
       const training = await Gpt2Run.create(gpu, gpuModel, { ...shape, mode: { kind: 'lora' }, adapter: gpuAdapter, classifierChunk: 8 });
       try {
         expect(training.plan.chunk).toBe(8);
-        expect(training.backward.filter((d) => d.kernel === 'attention_backward')).toHaveLength(3);
+        // Attention backward is two dispatches per layer in either kernel family (attention_backward_*).
+        expect(training.backward.filter((d) => d.kernel.startsWith('attention_backward'))).toHaveLength(6);
         const { metrics, grads } = await stepOnce(training, { ids, targets, mask });
         expectClose([metrics.loss], [refLora.loss], LOGITS, 'loss (lora run)');
         for (const [path, pair] of refLoraGrads.lora) {
@@ -400,7 +401,7 @@ describe('GPT-2 on WebGPU against the float64 reference model (awkward shape, se
       try {
         // Blocks 0 and 1 are never reached by the backward, and block 2's stops at c_fc (nothing below trains).
         expect(loraRun.plan.firstBackwardLayer).toBe(2);
-        expect(loraRun.backward.some((d) => d.kernel === 'attention_backward')).toBe(false);
+        expect(loraRun.backward.some((d) => d.kernel.startsWith('attention_backward'))).toBe(false);
         const { metrics, grads } = await stepOnce(loraRun, { ids, targets, mask });
         expectClose([metrics.loss], [refForward.loss], LOGITS, 'loss');
         expectClose(grads.get(`${path}.lora_A`)!, refGrads.lora.get(path)!.a, GRADS, `${path}.lora_A`);
