@@ -106,6 +106,9 @@ export class TimestampPairs {
   }
 }
 
+/** Minimum wall-clock warm-up before timing dispatches on a device (see timeDispatches). */
+const WARM_MS = 200;
+
 /**
  * Milliseconds per run of `dispatches` (one compute pass, one submit per run). With timestamp queries, the GPU's own
  * time for the pass; without, the wall clock around submit + wait, which adds the submit and wake-up latency.
@@ -127,8 +130,15 @@ export async function timeDispatches(gpu: GpuContext, dispatches: readonly Dispa
     gpu.device.queue.submit([encoder.finish()]);
   };
 
+  // Warm-up: the runs asked for, and at least WARM_MS of work, because a GPU left idle (while pipelines compiled)
+  // drops its clock and takes a while to raise it again (seen on the H100: short kernels read ~5× slow right after).
+  const warmStart = performance.now();
   for (let i = 0; i < options.warmup; i++) submitOne();
   await gpu.sync();
+  while (options.warmup > 0 && performance.now() - warmStart < WARM_MS) {
+    submitOne();
+    await gpu.sync();
+  }
 
   const timestamps = TimestampPairs.create(gpu, options.iters);
   if (timestamps) {
