@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole benchmark run of issue 7 on the GPU machine, in one `run` call: our engine (`tunelab bench all` from the
 # carried bundle, over Dawn/Vulkan) and the PyTorch peer (bench/peer.py, CUDA, eager fp32, TF32 off) on the same
-# card one after the other, then the ratios ours/peer. Everything lands in $OUT: ours.jsonl, peer.jsonl, ratios.jsonl,
-# results.md (rows for bench/RESULTS.md), the logs and nvidia-smi's view of the card.
+# card one after the other, then the ratios ours/peer, then the tensor-core kernel checks (bench/gpu-check.ts). $OUT
+# gets results.md (rows for bench/RESULTS.md), ratios.jsonl and bench.tgz, which holds everything: ours.jsonl,
+# peer.jsonl, gpu-check.jsonl, the logs, the environment and nvidia-smi's view of the card (the device tool brings
+# back at most 8 files).
 #
 # Before the call, on the development machine (see bench/README.md):
 #   npm install && ../shared/gpu/pack.sh && node bench/build.mjs
@@ -20,6 +22,8 @@ set -u
 
 OUT=${OUT:-/tmp/tunelab-bench}
 mkdir -p "$OUT"
+RESULTS=$OUT
+OUT=$(mktemp -d) # the run's files; packed into $RESULTS/bench.tgz at the end
 BUNDLE=${BUNDLE:-bench/dist/tunelab-bench.mjs}
 PYTHON=${PYTHON:-python3}
 PEER_DEVICE=${PEER_DEVICE:-cuda}
@@ -59,4 +63,12 @@ echo "== ratios (ours/peer)" >&2
   | grep '^|' > "$OUT/results.md" || true
 cat "$OUT/ratios.jsonl"
 cat "$OUT/results.md"
+
+echo "== gpu-check (tensor-core matmul against a Float64 reference)" >&2
+node "$(dirname "$BUNDLE")/gpu-check.mjs" --no-timing > "$OUT/gpu-check.jsonl" 2>&1 \
+  || echo "gpu-check: a check failed, or the device has no f16 tensor cores (see gpu-check.jsonl)" >&2
+tail -1 "$OUT/gpu-check.jsonl" >&2
+
+cp "$OUT/results.md" "$OUT/ratios.jsonl" "$RESULTS/"
+tar -czf "$RESULTS/bench.tgz" -C "$OUT" .
 exit $status
