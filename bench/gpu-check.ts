@@ -2,17 +2,20 @@
 // suite cannot run them): the tensor-core matmul (kernels/matmul_sgmat_f16w.wgsl) in both weight layouts, with bias
 // and accumulate, on awkward and GPT-2 shapes, against a Float64 reference on the CPU; then its tile variants timed
 // beside the f32 kernels. Bundled by bench/build.mjs into bench/dist/gpu-check.mjs; run on the GPU machine:
-//   node bench/dist/gpu-check.mjs [--no-timing]
+//   node bench/dist/gpu-check.mjs [--no-timing] [--sweep-f32]
+// --sweep-f32 also times the f32 tiled kernels with several tile shapes at the GPT-2-small step's shapes and 4096³
+// (kind "sweep"), to choose ops/matmul.ts's automatic tiles from.
 // Prints JSON lines (kind "check" or "time") and a summary; exits 1 if a check fails or the device has no tensor cores.
 
 import { withGpu } from '../src/cli/bench.ts';
 import type { GpuContext } from '../src/engine/gpu/context.ts';
-import { matmulForward } from '../src/engine/ops/matmul.ts';
+import { matmulBackwardInput, matmulForward, type MatmulShape, type MatmulTiles } from '../src/engine/ops/matmul.ts';
 import { packF16, prepareSgmat, type SgmatTiles } from '../src/engine/ops/matmul-f16.ts';
 import { Rng } from '../src/engine/random.ts';
 import { timeDispatches } from '../src/engine/bench/timing.ts';
 
 const TIMING = !process.argv.includes('--no-timing');
+const SWEEP_F32 = process.argv.includes('--sweep-f32');
 
 /** binary16 bits → number. */
 function f16Value(bits: number): number {
@@ -124,6 +127,41 @@ async function time(gpu: GpuContext, R: number, Cc: number, D: number, transpose
   }
 }
 
+const F32_TILES: Required<MatmulTiles>[] = [
+  { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8 },
+  { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 16, THREAD_ROWS: 8, THREAD_COLS: 8 },
+  { TILE_ROWS: 128, TILE_COLS: 64, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 4 },
+  { TILE_ROWS: 64, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 4, THREAD_COLS: 8 },
+  { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 16, THREAD_ROWS: 4, THREAD_COLS: 4 },
+  { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 8, THREAD_ROWS: 4, THREAD_COLS: 4 },
+  { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 32, THREAD_ROWS: 4, THREAD_COLS: 4 },
+  { TILE_ROWS: 64, TILE_COLS: 64, TILE_DEPTH: 16, THREAD_ROWS: 8, THREAD_COLS: 8 },
+  { TILE_ROWS: 32, TILE_COLS: 64, TILE_DEPTH: 16, THREAD_ROWS: 4, THREAD_COLS: 4 },
+];
+
+/** Times the f32 tiled forward or backward-input kernel with `tiles` (GFLOP/s as TFLOP/s). */
+async function sweepOne(gpu: GpuContext, layout: 'forward' | 'backward-input', shape: MatmulShape, tiles: Required<MatmulTiles>): Promise<Record<string, unknown>> {
+  const { M, N, K } = shape;
+  const rng = new Rng(11);
+  const a = gpu.upload(random(rng, M * K), 'sweep.inp');
+  const w = gpu.upload(random(rng, K * N), 'sweep.weight');
+  const o = gpu.upload(random(rng, M * N), 'sweep.out');
+  try {
+    const dispatch =
+      layout === 'forward'
+        ? await matmulForward(gpu, { inp: a, weight: w, out: o }, shape, tiles)
+        : await matmulBackwardInput(gpu, { dinp: a, dout: o, weight: w }, shape, { tiles });
+    const timing = await timeDispatches(gpu, [dispatch], { warmup: 3, iters: 20 });
+    dispatch.release();
+    const t = `${tiles.TILE_ROWS}x${tiles.TILE_COLS}x${tiles.TILE_DEPTH}/${tiles.THREAD_ROWS}x${tiles.THREAD_COLS}`;
+    return { kind: 'sweep', layout, shape: `${M}×${N}×${K}`, tiles: t, ms: timing.ms, tflops: (2 * M * N * K) / (timing.ms * 1e9) };
+  } catch (error) {
+    return { kind: 'sweep', layout, shape: `${M}×${N}×${K}`, tiles, error: String(error) };
+  } finally {
+    for (const x of [a, w, o]) gpu.free(x);
+  }
+}
+
 const lines: Record<string, unknown>[] = [];
 const emit = (line: Record<string, unknown>) => {
   lines.push(line);
@@ -132,6 +170,20 @@ const emit = (line: Record<string, unknown>) => {
 
 process.exitCode = await withGpu(async (gpu) => {
   emit({ kind: 'device', adapter: gpu.adapter.name, tensorCoresF16: gpu.features.tensorCoresF16, limits: gpu.adapter.limits });
+  if (SWEEP_F32) {
+    const cases: ['forward' | 'backward-input', MatmulShape][] = [
+      ['forward', { M: 4096, N: 4096, K: 4096 }],
+      ['forward', { M: 2048, N: 2304, K: 768 }],
+      ['forward', { M: 2048, N: 768, K: 768 }],
+      ['forward', { M: 2048, N: 3072, K: 768 }],
+      ['forward', { M: 2048, N: 768, K: 3072 }],
+      ['backward-input', { M: 2048, N: 2304, K: 768 }],
+      ['backward-input', { M: 2048, N: 3072, K: 768 }],
+      ['backward-input', { M: 2048, N: 768, K: 3072 }],
+      ['backward-input', { M: 336, N: 768, K: 50257 }],
+    ];
+    for (const [layout, shape] of cases) for (const tiles of F32_TILES) emit(await sweepOne(gpu, layout, shape, tiles));
+  }
   if (!gpu.features.tensorCoresF16) return 1;
   const variants: SgmatTiles[] = [
     { WG_SM: 2, WG_SN: 2, BK: 32 },

@@ -12,7 +12,7 @@
 //   N; backward input: N only, so the tied LM head with K = V keeps vec4 loads), else scalar loads. Chosen here,
 //   never per element.
 // - Tiles by the output's rows × cols: 128×128×8 with 8×8 outputs per thread when that still gives
-//   LARGE_TILE_MIN_WORKGROUPS workgroups, else 64×64×16 with 4×4 per thread. Few output rows get short, wide
+//   LARGE_TILE_MIN_WORKGROUPS (1024) workgroups, else 64×64×16 with 4×4 per thread. Few output rows get short, wide
 //   tiles (16×64 for ≤ 16 rows, 4×128 for ≤ 4), because a 128-row tile over a 1-row decoding step is 99% padding.
 //   All use 8–9 KB of workgroup memory and ≤ 256 threads, inside WebGPU's default limits.
 // - Every tiled kernel adds each output's products in the order of the reduction index, whatever the tiles, so a
@@ -95,10 +95,12 @@ export const TINY_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
   THREAD_COLS: 4,
 };
 /**
- * The large tile is used only when it yields at least this many workgroups: 2048×768 (a GPT-2 small c_proj at
- * B·T = 2048) would be 96 of them, under one per compute unit on a large GPU, so it takes 384 64×64 tiles instead.
+ * The large tile is used only when it yields at least this many workgroups. Measured on an H100 (bench/gpu-check.ts
+ * --sweep-f32, bench/RESULTS.md): 64×64×16 beat 128×128×8 at every GPT-2-small step shape (2048×2304: 23.8 vs 18.8
+ * TFLOP/s; 2048×3072 as backward input: 24.5 vs 20.4; even at 2048×3072 forward) and lost clearly only at 4096³
+ * (25.5 vs 28.1; 1024 large tiles). The LM head's logits (336×50257, 1179 large tiles) were within 6% either way.
  */
-export const LARGE_TILE_MIN_WORKGROUPS = 256;
+export const LARGE_TILE_MIN_WORKGROUPS = 1024;
 /** A forward asking for tiles of at most this many rows (covering M, with N % 4 = 0) runs matmul_forward_rows. */
 export const ROWS_KERNEL_MAX_M = 8;
 const ROWS_COL_THREADS = 8;
