@@ -5,6 +5,7 @@
 
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveTemplate, type ChatTemplate, type FormatChoice, type TrainOn } from '../engine/data/index.ts';
 import { TunelabError } from '../engine/errors.ts';
@@ -200,6 +201,24 @@ export async function recordedTemplate(dir: string): Promise<ChatTemplate | unde
   const json = await readJsonObject(join(dir, TRAINING_CONFIG_FILE), TRAINING_CONFIG_FILE);
   const data = json?.data as Partial<DataSettings> | undefined;
   return data?.template ? resolveTemplate(data.template) : undefined;
+}
+
+/**
+ * The model train, generate, eval and validate use when no --model is given: the pretrained base model that ships
+ * with the app, found from this file (src/cli/ → the package root), so it works from any working directory.
+ */
+export const DEFAULT_MODEL_NAME = 'tunelab-base';
+export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../public/models/tunelab-base', import.meta.url));
+/** The --model line of a command's usage. */
+export const MODEL_OPTION_HELP =
+  `  --model DIR                 model directory (config.json, model.safetensors, tokenizer.json)\n` +
+  `                              (default: the bundled base model, public/models/${DEFAULT_MODEL_NAME} of this package)`;
+
+/** The --model directory given, else the bundled base model, saying so on stderr (stdout may be for programs). */
+export function modelDirOrDefault(given: string | undefined, command: string): string {
+  if (given !== undefined) return given;
+  process.stderr.write(`tunelab ${command}: no --model given: using the bundled base model ${DEFAULT_MODEL_NAME} (${DEFAULT_MODEL_DIR})\n`);
+  return DEFAULT_MODEL_DIR;
 }
 
 export interface CliModel {

@@ -10,6 +10,8 @@ import {
   checkAdapterDirectory,
   loadCliAdapter,
   loadCliModel,
+  MODEL_OPTION_HELP,
+  modelDirOrDefault,
   parseChoice,
   parseWhole,
   readInput,
@@ -19,9 +21,9 @@ import {
   withCliGpu,
 } from './common.ts';
 
-const USAGE = `usage: tunelab eval --model DIR [--adapter DIR] --data FILE [options]
+const USAGE = `usage: tunelab eval [--model DIR] [--adapter DIR] --data FILE [options]
 
-  --model DIR                 model directory (config.json, model.safetensors, tokenizer.json)
+${MODEL_OPTION_HELP}
   --adapter DIR               a LoRA adapter (adapter_config.json + adapter_model.safetensors)
   --f16-weights               keep the frozen weight matrices as f16 on the GPU (half their memory; f32 math)
   --data FILE                 the examples to score (same formats as training)
@@ -47,10 +49,8 @@ const OPTIONS = {
 export function evaluate(args: string[]): Promise<number> {
   return runCommand({ name: 'eval', usage: USAGE, options: OPTIONS }, args, async (values) => {
     const s = (name: string) => values[name] as string | undefined;
-    const modelDir = s('model');
     const dataFile = s('data');
     const adapterDir = s('adapter');
-    if (!modelDir) throw new UsageError('--model DIR is required');
     if (!dataFile) throw new UsageError('--data FILE is required');
     const format = parseChoice(s('format'), 'format', FORMAT_CHOICES) ?? 'auto';
     const trainOn = parseChoice(s('train-on'), 'train-on', ['completions', 'all'] as const) ?? 'completions';
@@ -58,6 +58,7 @@ export function evaluate(args: string[]): Promise<number> {
     const contextLimit = parseWhole(s('context'), 'context', 1);
     if (adapterDir) await checkAdapterDirectory(adapterDir);
     const bytes = await readInput(dataFile);
+    const modelDir = modelDirOrDefault(s('model'), 'eval');
 
     return withCliGpu(async (gpu) => {
       const warn = (message: string) => process.stderr.write(`tunelab eval: warning: ${message}\n`);

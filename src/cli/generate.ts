@@ -13,6 +13,8 @@ import {
   checkAdapterDirectory,
   loadCliAdapter,
   loadCliModel,
+  MODEL_OPTION_HELP,
+  modelDirOrDefault,
   parseNumber,
   parseWhole,
   recordedTemplate,
@@ -22,9 +24,9 @@ import {
   type OptionValues,
 } from './common.ts';
 
-const USAGE = `usage: tunelab generate --model DIR [--adapter DIR] --prompt TEXT [options]
+const USAGE = `usage: tunelab generate [--model DIR] [--adapter DIR] --prompt TEXT [options]
 
-  --model DIR                 model directory (config.json, model.safetensors, tokenizer.json)
+${MODEL_OPTION_HELP}
   --adapter DIR               a LoRA adapter (adapter_config.json + adapter_model.safetensors)
   --f16-weights               keep the frozen weight matrices as f16 on the GPU (half their memory; f32 math)
   --prompt TEXT               the question (or, with --raw, the text to continue)
@@ -100,10 +102,9 @@ export function answerStream(leading: string, write: (text: string) => void): (t
 
 export function generate(args: string[]): Promise<number> {
   return runCommand({ name: 'generate', usage: USAGE, options: OPTIONS }, args, async (values) => {
-    if (!values.model) throw new UsageError('--model DIR is required');
     if (values.prompt === undefined) throw new UsageError('--prompt TEXT is required');
     const options = sampling(values);
-    const modelDir = values.model as string;
+    const modelDir = modelDirOrDefault(values.model as string | undefined, 'generate');
     const adapterDir = values.adapter as string | undefined;
     if (adapterDir) await checkAdapterDirectory(adapterDir);
     return withCliGpu(async (gpu) => {

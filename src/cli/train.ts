@@ -22,6 +22,8 @@ import {
   TRAINING_CONFIG_FILE,
   exists,
   loadCliModel,
+  MODEL_OPTION_HELP,
+  modelDirOrDefault,
   parseChoice,
   parseFraction,
   parseNumber,
@@ -37,12 +39,14 @@ import {
 } from './common.ts';
 
 const d = DEFAULT_TRAIN_CONFIG;
-const USAGE = `usage: tunelab train --model DIR --data FILE --out DIR [options]
+const USAGE = `usage: tunelab train [--model DIR] --data FILE --out DIR [options]
        tunelab train --resume OUT/checkpoint --out OUT [options]
 
 Fine-tunes the model in DIR on FILE and writes the adapter (or weights), metrics.jsonl, ${TRAINING_CONFIG_FILE} and
 checkpoint/ to --out.
 
+model:
+${MODEL_OPTION_HELP}
 data:
   --data FILE                 training data (JSONL chat or prompt/completion, JSON, CSV/TSV, plain text)
   --validation FILE           validation data (default: hold out --validation-fraction of FILE)
@@ -251,11 +255,10 @@ async function runTrain(values: OptionValues, args: string[]): Promise<number> {
     checkpoint = decodeCheckpoint(files);
   }
   const recorded = (checkpoint?.extra ?? {}) as RecordedRun;
-  const modelDir = (values.model as string | undefined) ?? recorded.model;
   const dataFile = (values.data as string | undefined) ?? recorded.dataFile;
   const validationFile = (values.validation as string | undefined) ?? recorded.validationFile ?? undefined;
-  if (!modelDir) throw new UsageError('--model DIR is required');
   if (!dataFile) throw new UsageError('--data FILE is required');
+  const modelDir = modelDirOrDefault((values.model as string | undefined) ?? recorded.model, 'train');
   const overrides = trainOverrides(values);
   const saveEvery = parseWhole(values['save-every'] as string | undefined, 'save-every', 1) ?? 0;
 

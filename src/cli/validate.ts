@@ -1,16 +1,28 @@
 // `tunelab validate FILE`: checks a data set the way training will read it and prints the report. Exit status 0 when
 // the data is trainable, 1 when it has errors (each on its own line as `FILE:LINE: code: message`), 2 on bad usage.
-// Counts use the model's tokenizer and context with --model DIR, else the byte-level tokenizer and a 1024 context.
+// Counts use the tokenizer and context of --model DIR, by default those of the bundled base model (public/models/
+// tunelab-base), so they are what `tunelab train` will see.
 import { join } from 'node:path';
 import { FORMAT_CHOICES, formatIssue, prepareDataset, type DataReport, type DatasetOptions } from '../engine/data/index.ts';
 import { TunelabError } from '../engine/errors.ts';
-import { byteLevelTokenizer, Tokenizer } from '../engine/tokenizer/index.ts';
-import { parseChoice, parseFraction, parseWhole, readInput, readJsonObject, runCommand, UsageError, type OptionValues } from './common.ts';
+import { Tokenizer } from '../engine/tokenizer/index.ts';
+import {
+  DEFAULT_MODEL_DIR,
+  DEFAULT_MODEL_NAME,
+  parseChoice,
+  parseFraction,
+  parseWhole,
+  readInput,
+  readJsonObject,
+  runCommand,
+  UsageError,
+  type OptionValues,
+} from './common.ts';
 
 const USAGE = `usage: tunelab validate FILE [options]
 
   --model DIR                 count tokens with DIR/tokenizer.json, context from DIR/config.json (n_positions)
-                              (default: byte-level tokenizer, context 1024)
+                              (default: the bundled base model, public/models/${DEFAULT_MODEL_NAME} of this package)
   --format F                  ${FORMAT_CHOICES.join('|')} (default auto)
   --validation FILE           a separate validation file (default: hold out --validation-fraction of FILE)
   --validation-fraction X     share held out for validation, 0..1 (default 0.1)
@@ -21,8 +33,6 @@ const USAGE = `usage: tunelab validate FILE [options]
   --seed N                    seed of the split (default 0)
   --json                      print the report as JSON
 `;
-
-const DEFAULT_CONTEXT = 1024;
 
 const OPTIONS = {
   model: { type: 'string' },
@@ -76,16 +86,8 @@ async function runValidate(values: OptionValues, positionals: string[]): Promise
 }
 
 /** The tokenizer and context tokens are counted with, and a line saying which. */
-async function loadCounting(modelDir: string | undefined): Promise<{ tokenizer: Tokenizer; context: number; note: string }> {
-  if (modelDir === undefined) {
-    return {
-      tokenizer: byteLevelTokenizer(),
-      context: DEFAULT_CONTEXT,
-      note:
-        `no --model given: counting with the byte-level tokenizer (1 token per UTF-8 byte, several times ` +
-        `what a GPT-2 tokenizer counts) and a context of ${DEFAULT_CONTEXT}`,
-    };
-  }
+async function loadCounting(given: string | undefined): Promise<{ tokenizer: Tokenizer; context: number; note: string }> {
+  const modelDir = given ?? DEFAULT_MODEL_DIR;
   const readJson = async (name: string, required: boolean): Promise<Record<string, unknown> | undefined> => {
     const json = await readJsonObject(join(modelDir, name), `--model ${modelDir}: ${name}`);
     if (!json && required) throw new TunelabError('bad-model', `--model ${modelDir}: there is no ${name} in that folder`);
@@ -102,7 +104,12 @@ async function loadCounting(modelDir: string | undefined): Promise<{ tokenizer: 
     name: `${modelDir}/tokenizer.json`,
     ...(tokenizerConfig ? { config: tokenizerConfig } : {}),
   });
-  return { tokenizer, context, note: `counting with ${modelDir}/tokenizer.json (vocabulary ${tokenizer.vocabSize}), context ${context}` };
+  const counting = `(vocabulary ${tokenizer.vocabSize}), context ${context}`;
+  const note =
+    given === undefined
+      ? `no --model given: counting with the bundled base model ${DEFAULT_MODEL_NAME}'s tokenizer ${counting}`
+      : `counting with ${modelDir}/tokenizer.json ${counting}`;
+  return { tokenizer, context, note };
 }
 
 /** The report for a terminal: the format, one line per finding, statistics, and the verdict. */

@@ -22,7 +22,7 @@ describe('tunelab validate', () => {
     const { status, stdout } = tunelab(`${FIXTURES}/good-chat.jsonl`);
     expect(status).toBe(0);
     expect(stdout).toContain(`${FIXTURES}/good-chat.jsonl: JSON Lines, chat messages (detected)`);
-    expect(stdout).toMatch(/no --model given: counting with the byte-level tokenizer/);
+    expect(stdout).toContain("no --model given: counting with the bundled base model tunelab-base's tokenizer (vocabulary 8192), context 256");
     expect(stdout).toMatch(/^examples\s+12 \(11 training, 1 validation\)$/m);
     expect(stdout).toMatch(/^steps per epoch\s+2 at batch size 8/m);
     expect(stdout).toMatch(/^trainable \(0 errors, 0 warnings\)$/m);

@@ -1,5 +1,9 @@
 // Helpers shared by the workspace e2e tests (model, data, settings): open the built app in a fresh browser, wait until
 // the built-in model has loaded and the data report has settled, and read what the page shows.
+//
+// The tests open the app as `?model=tiny`: the small random model (public/models/tiny/, 125k parameters) loads and
+// trains in seconds on SwiftShader, where the default base model (10M parameters) would make every test much slower.
+// model.test.ts opens the plain page once (the default model loads and writes English) and once with a bad ?model=.
 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,10 +21,23 @@ export const screenshotDir =
     ? fileURLToPath(new URL('../../docs/screenshots/', import.meta.url))
     : join(tmpdir(), 'tunelab-screenshots') + '/';
 export const tinyModelDir = fileURLToPath(new URL('../../public/models/tiny/', import.meta.url));
+export const baseModelDir = fileURLToPath(new URL('../../public/models/tunelab-base/', import.meta.url));
+
+/** The bundled model the e2e tests start with (see above). */
+export const TEST_MODEL = 'tiny';
+
+/** The built app's address, starting with the bundled model `model` (`?model=NAME`), or the default one for null. */
+export function appUrl(model: string | null = TEST_MODEL): string {
+  const url = new URL(inject('appUrl'));
+  if (model !== null) url.searchParams.set('model', model);
+  return url.href;
+}
 
 export interface WorkspaceOptions {
   /** Runs before the page first loads (init scripts, request routes). */
   before?: (session: BrowserSession) => Promise<void>;
+  /** The bundled model to start with (default TEST_MODEL); null opens the plain page, with the default model. */
+  model?: string | null;
 }
 
 /**
@@ -31,7 +48,7 @@ export async function withWorkspace(body: (session: BrowserSession) => Promise<v
   const session = await openBrowser('available');
   try {
     await options.before?.(session);
-    await session.page.goto(inject('appUrl'));
+    await session.page.goto(appUrl(options.model === undefined ? TEST_MODEL : options.model));
     await workspaceReady(session.page);
     await body(session);
     expect(session.pageErrors, 'uncaught errors in the page').toEqual([]);

@@ -1,13 +1,15 @@
-// The Model panel in headless Chromium: the built-in tiny model loads on the first visit (fetched relative to the
-// page) and its shape is shown; a model can be loaded from picked files or a folder; missing or broken files are
-// explained by the loader, naming the file, and leave the previous model in use.
+// The Model panel in headless Chromium: the plain page loads the default model, the pretrained tunelab-base, which
+// continues a prompt in English; a page address naming no bundled model says so and loads the default. The other
+// tests start with `?model=tiny` (app.ts): the built-in tiny model loads (fetched relative to the page) and its
+// shape is shown; a model can be loaded from picked files or a folder; missing or broken files are explained by the
+// loader, naming the file, and leave the previous model in use.
 
 import { mkdtemp, readFile, rm, writeFile, copyFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { screenshotDir, text, tinyModelDir, withWorkspace } from './app.ts';
+import { baseModelDir, screenshotDir, text, tinyModelDir, withWorkspace } from './app.ts';
 
 /** GPT-2's parameter count from config.json alone: wte, wpe, L blocks of 12C² + 13C, ln_f. */
 function gpt2Parameters(config: { vocab_size: number; n_positions: number; n_embd: number; n_layer: number }): number {
@@ -24,6 +26,73 @@ async function loadSettled(page: Page): Promise<string> {
   await page.waitForSelector('[data-testid="model-summary"]:not([data-phase="loading"])', { timeout: 60_000 });
   return (await page.getByTestId('model-summary').getAttribute('data-phase')) ?? '';
 }
+
+/** Words of everyday English prose; a continuation in English is full of them, random tokens are not. */
+const COMMON_WORDS = new Set(
+  ('the of and to a in that is be it for as with by on not this are which have from or at but his an all will has ' +
+    'was been our their we they he its so no may would more any such these those other there than upon shall i my you')
+    .split(' '),
+);
+
+describe('the default model', () => {
+  it('loads tunelab-base on the plain page, shows its name and shape, and continues a prompt in English', async () => {
+    const config = JSON.parse(await readFile(join(baseModelDir, 'config.json'), 'utf8'));
+    await withWorkspace(
+      async ({ page }) => {
+        page.setDefaultTimeout(120_000); // a 10M-parameter model on SwiftShader
+        expect(await text(page, 'model-name')).toBe('tunelab-base');
+        expect(await text(page, 'model-origin')).toBe('Built in');
+        expect(await text(page, 'model-parameters')).toBe('10,101,760');
+        expect(gpt2Parameters(config)).toBe(10_101_760);
+        expect(await text(page, 'model-context')).toBe('256');
+        expect(await text(page, 'model-vocab')).toBe('8,192');
+        expect(await text(page, 'model-tokenizer')).toMatch(/^byte-level BPE \([\d,]+ merges\)$/);
+        expect(await page.getByTestId('bundled-model-notice').count()).toBe(0);
+
+        // A few greedy tokens of plain-text continuation: English words, mostly common ones.
+        await page.getByTestId('style-text').check();
+        await page.getByTestId('sampling-temperature').fill('0');
+        await page.getByTestId('sampling-maxNewTokens').fill('12');
+        await page.getByTestId('playground-prompt').fill('It is my duty to');
+        await page.getByTestId('generate').click();
+        await page.waitForSelector('[data-testid="answer-base"][data-phase="done"]');
+        const answer = await text(page, 'answer-base');
+        const words = answer.toLowerCase().match(/[a-z]+/g) ?? [];
+        expect(words.length, answer).toBeGreaterThanOrEqual(6);
+        expect(words.filter((w) => COMMON_WORDS.has(w)).length, answer).toBeGreaterThanOrEqual(3);
+        expect(answer, 'letters, spaces and punctuation only').toMatch(/^[A-Za-z ,.;:'’-]+$/);
+      },
+      { model: null },
+    );
+  });
+
+  it('says so when the page address names no bundled model, and loads the default instead', async () => {
+    const modelRequests: string[] = [];
+    await withWorkspace(
+      async ({ page }) => {
+        page.setDefaultTimeout(120_000);
+        expect(await text(page, 'bundled-model-notice')).toBe(
+          'The page address asks for a built-in model named “../tiny”, and there is none. ?model= takes one of: ' +
+            'tunelab-base, tiny. The default model, tunelab-base, is loaded instead.',
+        );
+        expect(await text(page, 'model-name')).toBe('tunelab-base');
+        // Not a name from the list, so nothing it points at is fetched: only the default model's files.
+        const origin = new URL(page.url()).origin;
+        expect(modelRequests.sort()).toEqual(
+          ['config.json', 'model.safetensors', 'tokenizer.json'].map((file) => `${origin}/models/tunelab-base/${file}`),
+        );
+      },
+      {
+        model: '../tiny',
+        before: async ({ context }) => {
+          context.on('request', (request) => {
+            if (request.url().includes('/models/')) modelRequests.push(request.url());
+          });
+        },
+      },
+    );
+  });
+});
 
 describe('model panel', () => {
   it('loads the built-in tiny model on the first visit and shows its shape, tokenizer, GPU and run memory', async () => {

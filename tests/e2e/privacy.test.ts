@@ -358,7 +358,7 @@ describe('content security policy', () => {
       await recordViolations(session);
       const { page } = session;
       const hmrConnected = page.waitForEvent('console', { predicate: (m) => m.text().includes('[vite] connected'), timeout: 60_000 });
-      const response = await page.goto(server.resolvedUrls!.local[0]);
+      const response = await page.goto(`${server.resolvedUrls!.local[0]}?model=tiny`);
       await workspaceReady(page);
       await hmrConnected;
       expect(await violations(page)).toEqual([]);

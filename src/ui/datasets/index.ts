@@ -1,5 +1,7 @@
 // The built-in starter datasets: small chat-format JSONL files (written for Tunelab) that teach something a learner
-// can see within minutes, even on a tiny model with a byte-level tokenizer (every example fits a 128-token context).
+// can see within minutes on the bundled base model (MODEL_CARD.md in public/models/tunelab-base/ shows the pirate
+// set's before and after). Every example fits any bundled model's context: at most 35 tokens with the base model's
+// BPE tokenizer (context 256), at most 84 with the byte-level tokenizer of the tiny test model (context 128).
 // Each comes with probe prompts that are not in the data, for watching the answers change during training.
 
 import sentimentText from './sentiment.jsonl?raw';

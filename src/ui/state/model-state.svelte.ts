@@ -13,10 +13,8 @@ import type {
   ModelSummary,
   Outcome,
 } from '../../workers/protocol.ts';
+import { bundledModel, DEFAULT_BUNDLED_MODEL, type BundledModelChoice } from './bundled-models.ts';
 import { readStored, writeStored } from './persist.ts';
-
-/** The model every visit starts with, relative to the page (the app is served from any sub-path). */
-export const BUNDLED_MODEL = { path: 'models/tiny/', name: 'tiny' } as const;
 
 /** The files a model folder must hold. */
 export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json'] as const;
@@ -50,7 +48,7 @@ export class ModelState {
   summary = $state.raw<ModelSummary | undefined>(undefined);
   /** Why the last load from a folder, files or the built-in model failed (Hub failures are `hubFailure`). */
   failure = $state.raw<Failure | undefined>(undefined);
-  /** What is loading now ("tiny", "my-gpt2", a Hub id; empty for loose files), for the progress line. */
+  /** What is loading now ("tunelab-base", "my-gpt2", a Hub id; empty for loose files), for the progress line. */
   loadingName = $state<string | undefined>(undefined);
 
   /** The Hub model being loaded (what the learner typed), while it loads. */
@@ -72,6 +70,9 @@ export class ModelState {
   frozenWeightsFailure = $state.raw<Failure | undefined>(undefined);
   private readonly storeWeights: ((storage: FrozenWeights) => Promise<Outcome<FrozenWeights>>) | undefined;
 
+  /** The built-in model of this visit (the default, or the one the page's ?model= names) and why, if not the asked one. */
+  readonly bundled: BundledModelChoice;
+
   private readonly load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>;
   private readonly hub: HubModelCalls | undefined;
   /** Only the newest load may change the state: a slow earlier one that finishes later is ignored. */
@@ -81,7 +82,9 @@ export class ModelState {
     load: (request: ModelRequest) => Promise<Outcome<ModelSummary>>,
     hub?: HubModelCalls,
     storeWeights?: (storage: FrozenWeights) => Promise<Outcome<FrozenWeights>>,
+    bundled: BundledModelChoice = bundledModel(DEFAULT_BUNDLED_MODEL),
   ) {
+    this.bundled = bundled;
     this.load = load;
     this.hub = hub;
     this.storeWeights = storeWeights;
@@ -105,10 +108,10 @@ export class ModelState {
     }
   }
 
-  /** Loads the model that ships with the app (public/models/tiny/). */
+  /** Loads the model that ships with the app (public/models/tunelab-base/, or the one ?model= picked). */
   loadBundled(): Promise<void> {
-    const url = new URL(BUNDLED_MODEL.path, document.baseURI).href;
-    return this.run({ kind: 'url', url, name: BUNDLED_MODEL.name });
+    const url = new URL(this.bundled.path, document.baseURI).href;
+    return this.run({ kind: 'url', url, name: this.bundled.name });
   }
 
   /**

@@ -42,7 +42,7 @@ export interface SavedRun {
   metrics: unknown[];
   /** The probe answers over training (ProbeSnapshot[]); empty for imports. */
   probes?: unknown[];
-  /** The model it belongs to ("tiny", a folder name). */
+  /** The model it belongs to ("tunelab-base", a folder name, a Hub id). */
   modelName: string;
   /** Null when the run left no adapter (a failed run). */
   adapter: SavedAdapterSummary | null;

@@ -58,7 +58,7 @@ export const NUMERIC_SETTINGS: Readonly<Record<NumericSettingKey, NumericSetting
     label: 'Learning rate',
     explanation:
       'How big each update is. Too high and the loss jumps around or explodes; too low and nothing changes. ' +
-      'The default suits the tiny bundled model; GPT-2 small wants 1e-3 or less.',
+      'The default suits the small bundled model; GPT-2 small wants 1e-3 or less.',
     integer: false,
     min: 0,
     minExclusive: true,
@@ -218,10 +218,12 @@ interface SettingsForm extends Record<NumericSettingKey, number | null> {
 }
 
 /**
- * Defaults for a first run on the bundled tiny model: every linear module adapted (cheap for small models, and it
- * learns visibly sooner), a short warmup, and a high LoRA rate. Measured with `tunelab train` on the sentiment
- * starter (40 steps at batch 8): 1e-3 ends at validation loss 4.87 with answers still blank; 3e-3 at 4.59 ("ive");
- * 1e-2 at 4.51 with the one-word answers taking shape ("posive"). Larger models want less: GPT-2 small 2e-4 to 1e-3.
+ * Defaults for a first run on a small model: every linear module adapted (cheap for small models, and it learns
+ * visibly sooner), a short warmup, and a high LoRA rate. On the bundled base model (tunelab-base) and the pirate
+ * starter these settings (30 steps) take the validation loss from 7.33 to 3.13 and every probe answer to the
+ * "Arr, …, matey!" form (its MODEL_CARD.md). Measured first on the tiny random test model and the sentiment starter
+ * (40 steps at batch 8): 1e-3 ends at validation loss 4.87 with answers still blank; 3e-3 at 4.59 ("ive"); 1e-2 at
+ * 4.51 with the one-word answers taking shape ("posive"). Larger models want less: GPT-2 small 2e-4 to 1e-3.
  */
 export const DEFAULT_SETTINGS: Readonly<SettingsForm> = Object.freeze({
   learningRate: 1e-2,
