@@ -6,7 +6,7 @@
 
 import type { GpuContext } from '../gpu/context.ts';
 import { matmulBackwardInput, matmulBackwardWeight, matmulForward, planMatmul, type MatmulPlan, type MatmulShape } from '../ops/matmul.ts';
-import { matmulBackwardInputF16W, matmulForwardF16W, planSgmat, uploadF16Weights } from '../ops/matmul-f16.ts';
+import { matmulBackwardInputF16W, matmulForwardF16W, planSgmat, tensorCoresFor, uploadF16Weights } from '../ops/matmul-f16.ts';
 import { Rng } from '../random.ts';
 import { randomValues } from './attention.ts';
 import { recordBase, round, timingFields, type BenchRecord, type RunCounts } from './records.ts';
@@ -71,7 +71,7 @@ export async function benchMatmul(
         if (f16) {
           variants.push({ precision: 'f16-weights', tensorCores: false, make: f16, kernel: 'tiled, f16 weights unpacked into f32 tiles' });
           // Tensor cores where matmul-f16.ts would use them for this shape.
-          if (gpu.features.tensorCoresF16 && Math.ceil(M / 128) * Math.ceil((layout === 'forward' ? N : K) / 128) >= 256) {
+          if (tensorCoresFor(gpu, M, layout === 'forward' ? N : K)) {
             const tiles = planSgmat();
             const kernel = `tensor cores (subgroup matrix f16×f16→f32 16×16×16), ${32 * tiles.WG_SM}×${32 * tiles.WG_SN}×${tiles.BK}`;
             variants.push({ precision: 'f16-tensor-cores', tensorCores: true, make: f16, kernel });

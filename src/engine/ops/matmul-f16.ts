@@ -184,17 +184,22 @@ export interface SgmatTiles {
 }
 
 /**
- * Tensor cores when the device has them, the caller asked for no particular f32 tiles, and the output (rows × cols)
- * fills at least 256 blocks of 128×128: measured on an H100 (bench/RESULTS.md), smaller outputs and smaller blocks
- * ran slower on matmul_sgmat_f16w than on the f32-arithmetic f16-weight kernels.
+ * Whether matmul_sgmat_f16w serves an output of rows × cols on this device (gpu.useTensorCores aside): the device has
+ * f16 tensor cores, the 128×128 blocks fit its limits, and the output fills at least 256 of them. Measured on an
+ * H100 (bench/RESULTS.md): smaller outputs and smaller blocks ran slower on it than on the f32-arithmetic f16 kernels.
  */
-function useSgmat(gpu: GpuContext, rows: number, cols: number, tiles: Partial<MatmulTiles> | undefined): boolean {
-  if (!gpu.features.tensorCoresF16 || !gpu.useTensorCores || tiles) return false;
+export function tensorCoresFor(gpu: GpuContext, rows: number, cols: number): boolean {
+  if (!gpu.features.tensorCoresF16) return false;
   const big = SGMAT_TILES;
   const bytes = 2 * 32 * big.BK * (big.WG_SM + big.WG_SN) + 4 * 256 * big.WG_SM * big.WG_SN;
   const limits = gpu.adapter.limits;
   const fits = 32 * big.WG_SM * big.WG_SN <= limits.maxComputeInvocationsPerWorkgroup && bytes <= limits.maxComputeWorkgroupStorageSize;
   return fits && Math.ceil(rows / 128) * Math.ceil(cols / 128) >= 256;
+}
+
+/** Tensor cores for this product: where tensorCoresFor says so, they are on, and the caller asked for no f32 tiles. */
+function useSgmat(gpu: GpuContext, rows: number, cols: number, tiles: Partial<MatmulTiles> | undefined): boolean {
+  return gpu.useTensorCores && !tiles && tensorCoresFor(gpu, rows, cols);
 }
 
 /** 128×128 output blocks (16 subgroups of 32×32), 16 deep: the fastest of the variants timed on the H100. */
