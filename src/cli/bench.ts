@@ -29,7 +29,7 @@ interface BenchEntry {
 }
 
 const COMMON = ['iters', 'warmup'] as const;
-const FLAGS = ['quick', 'json', 'f16-weights', 'profile', 'no-tensor-cores'] as const;
+const FLAGS = ['quick', 'json', 'f16-weights', 'profile', 'no-tensor-cores', 'per-token'] as const;
 const STEP_OPTIONS = ['layers', 'width', 'heads', 'vocab', 'positions', 'batch', 'seq', 'rank'] as const;
 
 const benches: Record<string, BenchEntry> = {
@@ -70,7 +70,9 @@ const benches: Record<string, BenchEntry> = {
     usage:
       'generate [--prompt N --new-tokens N] [model options as for step] [--f16-weights]\n' +
       '    batch 1 greedy generation with the KV cache, tokens/s (128 new tokens after a 16-token prompt);\n' +
-      '    --f16-weights as for step; --profile: GPU time per kernel of one decoded token.',
+      '    --f16-weights as for step; --profile: GPU time per kernel of one decoded token.\n' +
+      '    Tokens are chosen on the GPU in chunks (as greedy generation runs); --per-token reads the logits back and\n' +
+      '    takes the argmax on the CPU for every token (the path sampling takes).',
     valued: [...COMMON, 'prompt', 'new-tokens', 'layers', 'width', 'heads', 'vocab', 'positions'],
     prepare: prepareGenerate,
   },
@@ -276,6 +278,7 @@ function prepareGenerate(options: Map<string, string>): Prepared {
   const generation = {
     prompt: positiveInt(options, 'prompt', GENERATE_DEFAULTS.prompt),
     newTokens: positiveInt(options, 'new-tokens', GENERATE_DEFAULTS.newTokens),
+    perToken: options.has('per-token'),
   };
   const tokens = generation.prompt + generation.newTokens;
   stepConfig(options, GPT2_SMALL_STEP, tokens);

@@ -810,3 +810,149 @@ export const embeddingForwardF16W = defineKernel({
   overrides: { WG: 256 },
 });
 // (end of embedding f16 weights)
+
+// ---- fast decode -------------------------------------------------------------------------------------------------
+// The single-sequence decoding step (ops/decode-step.ts): fused linear layers, KV append + attention, the ln_f +
+// classifier with per-workgroup bests, the greedy choice on the GPU, and the embedding of a GPU-held token.
+import decodeLinearSource from './decode_linear.wgsl?raw';
+import decodeLinearF16WPart from './matmul_forward_rows_f16w.wgsl?raw';
+import decodeHeadSource from './decode_head.wgsl?raw';
+import decodeHeadF16WPart from './decode_head_f16w.wgsl?raw';
+import decodeSelectSource from './decode_select.wgsl?raw';
+import decodeEmbedSource from './decode_embed.wgsl?raw';
+import decodeEmbedF16WPart from './decode_embed_f16w.wgsl?raw';
+import decodeAttentionSource from './decode_attention.wgsl?raw';
+
+/** `source` with its `// @<part> … // @end-<part>` section replaced by `replacement` (an f16 weight's reader). */
+function swapPart(source: string, part: string, replacement: string): string {
+  const marked = new RegExp(`// @${part}[\\s\\S]*?// @end-${part}\\n`);
+  if (!marked.test(source)) throw new Error(`kernel source has no @${part} section`);
+  return source.replace(marked, replacement);
+}
+
+const DECODE_LINEAR_BINDINGS = [
+  { name: 'x', access: 'read' },
+  { name: 'weight', access: 'read' },
+  { name: 'bias', access: 'read' },
+  { name: 'out', access: 'read_write' },
+  { name: 'lnWeight', access: 'read' },
+  { name: 'lnBias', access: 'read' },
+  { name: 'loraA', access: 'read' },
+  { name: 'loraB', access: 'read' },
+] as const;
+const DECODE_LINEAR_UNIFORMS = [
+  { name: 'K', type: 'u32' },
+  { name: 'N', type: 'u32' },
+  { name: 'R', type: 'u32' },
+  { name: 'eps', type: 'f32' },
+  { name: 'loraScale', type: 'f32' },
+] as const;
+const DECODE_LINEAR_OVERRIDES = { COL_QUADS: 2, SLICES: 128, LN: 0, EPILOGUE: 0, HAS_LORA: 0, LORA_GROUP: 32, XS_LEN: 4 };
+
+export const decodeLinear = defineKernel({
+  name: 'decode_linear',
+  source: decodeLinearSource,
+  bindings: DECODE_LINEAR_BINDINGS,
+  uniforms: DECODE_LINEAR_UNIFORMS,
+  overrides: DECODE_LINEAR_OVERRIDES,
+});
+
+/** weight: (K, N/2) u32, f16 pairs along N (ops/matmul-f16.ts `packF16`). */
+export const decodeLinearF16W = defineKernel({
+  name: 'decode_linear_f16w',
+  source: swapPart(decodeLinearSource, 'weight', decodeLinearF16WPart),
+  bindings: DECODE_LINEAR_BINDINGS,
+  uniforms: DECODE_LINEAR_UNIFORMS,
+  overrides: DECODE_LINEAR_OVERRIDES,
+});
+
+const DECODE_HEAD_BINDINGS = [
+  { name: 'x', access: 'read' },
+  { name: 'wte', access: 'read' },
+  { name: 'lnWeight', access: 'read' },
+  { name: 'lnBias', access: 'read' },
+  { name: 'logits', access: 'read_write' },
+  { name: 'best', access: 'read_write' },
+] as const;
+const DECODE_HEAD_UNIFORMS = [
+  { name: 'V', type: 'u32' },
+  { name: 'C', type: 'u32' },
+  { name: 'eps', type: 'f32' },
+] as const;
+
+export const decodeHead = defineKernel({
+  name: 'decode_head',
+  source: decodeHeadSource,
+  bindings: DECODE_HEAD_BINDINGS,
+  uniforms: DECODE_HEAD_UNIFORMS,
+  overrides: { ROWS: 16, LANES: 16, XS4: 192 },
+});
+
+/** wte: (V, C/2) u32, f16 pairs along C. */
+export const decodeHeadF16W = defineKernel({
+  name: 'decode_head_f16w',
+  source: swapPart(decodeHeadSource, 'wte', decodeHeadF16WPart),
+  bindings: DECODE_HEAD_BINDINGS,
+  uniforms: DECODE_HEAD_UNIFORMS,
+  overrides: { ROWS: 16, LANES: 16, XS4: 192 },
+});
+
+export const decodeSelect = defineKernel({
+  name: 'decode_select',
+  source: decodeSelectSource,
+  bindings: [
+    { name: 'best', access: 'read' },
+    { name: 'state', access: 'read_write' },
+    { name: 'tokens', access: 'read_write' },
+  ],
+  uniforms: [{ name: 'groups', type: 'u32' }],
+  overrides: { WG: 256 },
+});
+
+const DECODE_EMBED_BINDINGS = [
+  { name: 'state', access: 'read' },
+  { name: 'wte', access: 'read' },
+  { name: 'wpe', access: 'read' },
+  { name: 'out', access: 'read_write' },
+] as const;
+const DECODE_EMBED_UNIFORMS = [
+  { name: 'C', type: 'u32' },
+  { name: 'V', type: 'u32' },
+  { name: 'maxT', type: 'u32' },
+] as const;
+
+export const decodeEmbed = defineKernel({
+  name: 'decode_embed',
+  source: decodeEmbedSource,
+  bindings: DECODE_EMBED_BINDINGS,
+  uniforms: DECODE_EMBED_UNIFORMS,
+  overrides: { WG: 256 },
+});
+
+/** wte: (V, ceil(C/2)) u32, f16 pairs along C. */
+export const decodeEmbedF16W = defineKernel({
+  name: 'decode_embed_f16w',
+  source: swapPart(decodeEmbedSource, 'wte', decodeEmbedF16WPart),
+  bindings: DECODE_EMBED_BINDINGS,
+  uniforms: DECODE_EMBED_UNIFORMS,
+  overrides: { WG: 256 },
+});
+
+export const decodeAttention = defineKernel({
+  name: 'decode_attention',
+  source: decodeAttentionSource,
+  bindings: [
+    { name: 'state', access: 'read' },
+    { name: 'qkv', access: 'read' },
+    { name: 'cache', access: 'read_write' },
+    { name: 'out', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'C', type: 'u32' },
+    { name: 'NH', type: 'u32' },
+    { name: 'HS', type: 'u32' },
+    { name: 'maxT', type: 'u32' },
+  ],
+  overrides: { WG: 256, MAX_T: 1024, HS4_MAX: 16 },
+});
+// (end of fast decode)

@@ -197,6 +197,10 @@ describe('tunelab bench', () => {
     expect(r.prefill_ms).toBeGreaterThan(0);
     expect(r.prefill_ms as number).toBeLessThan(r.ms as number);
     expect(r.ms_per_token).toBeGreaterThan(0);
+    // Width 16, 2 heads: the fused step takes it, and the tokens are chosen on the GPU in chunks.
+    expect(r).toMatchObject({ per_token: false, fused_step: true });
+    const [perToken] = await records(['generate', '--layers', '1', '--width', '16', '--heads', '2', '--vocab', '37', '--positions', '16', '--prompt', '3', '--new-tokens', '4', '--iters', '1', '--warmup', '0', '--per-token']);
+    expect(perToken).toMatchObject({ per_token: true, new_tokens: 4 });
   }, 300_000);
 
   test('generate: a prompt and new tokens beyond the context are a usage error', async () => {

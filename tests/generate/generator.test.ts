@@ -344,10 +344,107 @@ describe('Generator', () => {
     }
   });
 
+  it('greedy decoding chooses its tokens on the GPU, 2, 4, 8 … per submit, and stops mid-chunk', async () => {
+    expect(generator.decoder.greedyOnGpu).toBe(true);
+    const greedy = { temperature: 0, maxNewTokens: 12, stopAtEndOfText: false };
+    await generator.generate(prompt, greedy);
+    const submit = vi.spyOn(gpu, 'submit');
+    try {
+      const result = await generator.generate(prompt, greedy);
+      expect(result.ids).toEqual(referenceGreedy(prompt, 12, true));
+      // The prefill gives token 1; then chunks of 2, 4 and the 5 left.
+      expect(submit).toHaveBeenCalledTimes(4);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    // An abort seen while a chunk's tokens stream stops right there, as between single steps.
+    const controller = new AbortController();
+    const calls: number[] = [];
+    const aborted = await generator.generate(prompt, { ...greedy, maxNewTokens: 30 }, (token) => {
+      calls.push(token);
+      if (calls.length === 5) controller.abort();
+    }, controller.signal);
+    expect(aborted.stopReason).toBe('aborted');
+    expect(aborted.ids).toEqual(referenceGreedy(prompt, 5, true));
+    // A stop string inside a chunk ends the text there; the chunk's later tokens are dropped.
+    const full = await generator.generate(prompt, greedy);
+    const stopAt = tokenizer.decode(full.ids.slice(4, 5));
+    const stopped = await generator.generate(prompt, { ...greedy, stopStrings: [stopAt] });
+    expect(stopped.stopReason).toBe('stop-string');
+    expect(full.text.startsWith(stopped.text)).toBe(true);
+    expect(stopped.ids.length).toBeLessThan(12);
+  });
+
   it('one generation at a time per generator', async () => {
     const first = generator.generate(prompt, { maxNewTokens: 3 });
     await expect(generator.generate(prompt, {})).rejects.toThrow(/already generating/);
     await first;
+  });
+});
+
+describe('the fused single-sequence step (ops/decode-step.ts) against the general pass', () => {
+  for (const frozenWeights of ['f32', 'f16'] as const) {
+    it(`${frozenWeights} weights: logits of every step, and greedy() equals step-by-step argmax`, async () => {
+      const packed = frozenWeights === 'f16' ? Gpt2Model.create(gpu, config, parameters, { frozenWeights }) : model;
+      const fast = await Gpt2Decoder.create(gpu, packed, { adapter });
+      const general = await Gpt2Decoder.create(gpu, packed, { adapter, fastStep: false });
+      try {
+        expect(fast.fastStepUnavailable).toBeNull();
+        expect(general.fastStepUnavailable).toMatch(/turned off/);
+        const rng = new Rng(21);
+        const prompt = randomIds(rng, 6);
+        let a = await fast.prefill(prompt);
+        let b = await general.prefill(prompt);
+        for (const token of randomIds(rng, 5)) {
+          expectClose(a, b, LOGITS, 'fast vs general step');
+          a = await fast.step([token]);
+          b = await general.step([token]);
+        }
+        expectClose(a, b, LOGITS, 'fast vs general step');
+        // From here both decode greedily to the end of the context: the GPU's choices, then the CPU's argmax.
+        let next = argmaxToken(a);
+        const expected: number[] = [];
+        let token = next;
+        while (general.position < maxT) {
+          token = argmaxToken(await general.step([token]));
+          expected.push(token);
+        }
+        const chosen = [...(await fast.greedy(next, 3)), ...(await fast.greedy(0, 1))];
+        expect(chosen.slice(0, 3)).toEqual(expected.slice(0, 3));
+        next = chosen[3];
+        expect(fast.position).toBe(prompt.length + 5 + 4);
+        await expect(fast.greedy(next, maxT - fast.position + 1)).rejects.toThrow(/overrun the context/);
+        await expect(fast.greedy(next, 33)).rejects.toThrow(/count must be 1\.\.32/);
+        expect(await fast.greedy(next, maxT - fast.position)).toHaveLength(maxT - prompt.length - 9);
+      } finally {
+        fast.destroy();
+        general.destroy();
+        if (packed !== model) packed.destroy();
+      }
+    });
+  }
+
+  it('other shapes and batches keep the general pass, and say why', async () => {
+    const two = await Gpt2Decoder.create(gpu, model, { batchSize: 2 });
+    try {
+      expect(two.fastStepUnavailable).toMatch(/one sequence/);
+      expect(two.greedyOnGpu).toBe(false);
+      await expect(two.greedy(1, 1)).rejects.toThrow(/more than one sequence/);
+    } finally {
+      two.destroy();
+    }
+    const odd = modelConfig({ nLayer: 1, nHead: 3, nEmbd: 36, nPositions: 8, vocabSize: 50, bosTokenId: 49, eosTokenId: 49 });
+    const oddModel = Gpt2Model.create(gpu, odd, initGpt2Parameters(odd, 2));
+    const decoder = await Gpt2Decoder.create(gpu, oddModel);
+    try {
+      expect(decoder.fastStepUnavailable).toMatch(/head size 12/);
+      // greedy() still works, one step and one argmax per token.
+      await decoder.prefill([1, 2, 3]);
+      expect(await decoder.greedy(4, 3)).toHaveLength(3);
+    } finally {
+      decoder.destroy();
+      oddModel.destroy();
+    }
   });
 });
 

@@ -1,11 +1,12 @@
 // Generation benchmark: batch 1, a random prompt, then greedy tokens with the KV cache (generate/generator.ts's
-// Gpt2Decoder: one prefill, then one submit and one B·V logits readback per token), in tokens/s over the whole
-// generation, prefill included — as the peer's model.generate is timed. The next token is the argmax of the logits
-// on the CPU, as the Generator's greedy sampling picks it; no text is decoded (the model has random weights and a
-// vocabulary without a tokenizer), and end-of-text does not stop it, so every run makes exactly `newTokens` tokens.
+// Gpt2Decoder), in tokens/s over the whole generation, prefill included — as the peer's model.generate is timed.
+// As the Generator decodes greedily: the first token is the argmax of the prefill's logits on the CPU, the rest are
+// chosen on the GPU by decoder.greedy in chunks of 2, 4, … 32 tokens per submit (--per-token: one submit, one logits
+// readback and a CPU argmax per token, the path sampling takes). No text is decoded (random weights, no tokenizer),
+// and end-of-text does not stop it, so every run makes exactly `newTokens` tokens.
 
 import type { GpuContext } from '../gpu/context.ts';
-import { Gpt2Decoder } from '../generate/generator.ts';
+import { Gpt2Decoder, MAX_GREEDY_CHUNK } from '../generate/generator.ts';
 import { Gpt2Model, type FrozenWeightStorage } from '../model/gpt2.ts';
 import { initGpt2Parameters } from '../model/init.ts';
 import { LoraAdapter, loraConfig } from '../model/lora.ts';
@@ -20,9 +21,14 @@ export interface GenerateBenchOptions {
   prompt: number;
   /** Tokens generated (greedy, no early stop at end-of-text). */
   newTokens: number;
+  /**
+   * One submit and one logits readback per token, the argmax on the CPU (the path sampling takes), instead of the
+   * greedy chunks chosen on the GPU (false).
+   */
+  perToken?: boolean;
 }
 
-export const GENERATE_DEFAULTS: Readonly<GenerateBenchOptions> = Object.freeze({ prompt: 16, newTokens: 128 });
+export const GENERATE_DEFAULTS: Readonly<GenerateBenchOptions> = Object.freeze({ prompt: 16, newTokens: 128, perToken: false });
 
 function argmax(values: Float32Array): number {
   let best = 0;
@@ -47,6 +53,7 @@ export async function benchGenerate(
   if (options.prompt + options.newTokens > config.nPositions) {
     throw new RangeError(`generate bench: prompt ${options.prompt} + ${options.newTokens} new tokens exceed the context ${config.nPositions}`);
   }
+  const perToken = options.perToken ?? false;
   const start = performance.now();
   const gpt2 = Gpt2Model.create(gpu, config, initGpt2Parameters(config, 1), { frozenWeights });
   const parts: { adapter?: LoraAdapter; decoder?: Gpt2Decoder } = {};
@@ -63,16 +70,20 @@ export async function benchGenerate(
     const produced: number[] = [];
     const generate = async () => {
       const begin = performance.now();
-      let logits = await decoder.prefill(prompt, { useAdapter: true });
+      const logits = await decoder.prefill(prompt, { useAdapter: true });
       prefillMs.push(performance.now() - begin);
-      let count = 0;
-      for (;;) {
-        const token = argmax(logits);
-        count++;
-        if (count === options.newTokens) break;
-        logits = await decoder.step([token]);
+      const tokens = [argmax(logits)];
+      if (perToken) {
+        while (tokens.length < options.newTokens) tokens.push(argmax(await decoder.step([tokens[tokens.length - 1]])));
+      } else {
+        // As the Generator decodes greedily: chunks of 2, 4, … MAX_GREEDY_CHUNK tokens chosen on the GPU.
+        let chunk = 1;
+        while (tokens.length < options.newTokens) {
+          chunk = Math.min(2 * chunk, MAX_GREEDY_CHUNK, options.newTokens - tokens.length);
+          tokens.push(...(await decoder.greedy(tokens[tokens.length - 1], chunk)));
+        }
       }
-      produced.push(count);
+      produced.push(tokens.length);
     };
     const timing = await timeWallClock(generate, counts);
     if (produced.some((n) => n !== options.newTokens)) throw new Error(`generate bench: made ${produced.join(', ')} tokens, not ${options.newTokens}`);
@@ -104,7 +115,11 @@ export async function benchGenerate(
         prefill_ms: round(measuredPrefill),
         // The steady state: one token's submit, GPU work and logits readback.
         ms_per_token: round((timing.ms - measuredPrefill) / Math.max(1, options.newTokens - 1)),
-        includes: 'prefill + greedy decode with the KV cache (Gpt2Decoder; argmax on the CPU; no text decoding)',
+        per_token: perToken,
+        fused_step: decoder.fastStepUnavailable === null,
+        includes: perToken
+          ? 'prefill + greedy decode with the KV cache, one submit and logits readback per token, argmax on the CPU'
+          : `prefill + greedy decode with the KV cache, tokens chosen on the GPU in chunks of 2, 4, … ${MAX_GREEDY_CHUNK} per submit`,
         build_ms: round(buildMs),
         decoder_bytes: decoder.bytes,
       },

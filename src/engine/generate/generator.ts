@@ -2,7 +2,13 @@
 // the prompt (in chunks) writes every layer's K and V into a cache, then each generated token is one pass over a
 // single position that appends its K/V and attends over everything cached. `Generator` drives it: it samples each
 // next token on the CPU (sampling.ts) from the one row of logits read back per token, stops at end-of-text, a stop
-// string, a token limit or a full context, and streams the text as it grows.
+// string, a token limit or a full context, and streams the text as it grows; plain greedy decoding instead lets the
+// GPU choose the tokens, a chunk of them per submit (Gpt2Decoder.greedy), and reads back only their ids.
+//
+// The token step of a single sequence runs on the fused kernels of ops/decode-step.ts (five dispatches per block:
+// layernorms, biases, LoRA, GELU and residual adds fused into the linear layers, the KV append into attention), its
+// token and position read from a small GPU `stepState` so steps can follow each other without the CPU. Batches,
+// and models whose shapes those kernels do not take (fastStepUnavailable says why), step with the general pass.
 //
 // Letters: B sequences, Tq query rows of a pass (a power of two, the last chunk of a prompt padded up to it), P prompt
 // length, maxT the model's context, C width, V vocabulary, NH heads, L layers, R LoRA rank.
@@ -21,6 +27,17 @@
 import { TunelabError } from '../errors.ts';
 import type { Dispatch, GpuContext, GpuTensor } from '../gpu/context.ts';
 import { attentionDecode, kvCacheLength, kvCacheWrite, setDecodePosition, type DecodeShape } from '../ops/decode.ts';
+import {
+  DECODE_STATE_LENGTH,
+  decodeAttention,
+  decodeEmbed,
+  decodeHead,
+  decodeHeadGroups,
+  decodeLinear,
+  decodeSelect,
+  decodeStepSupport,
+  type DecodeEpilogue,
+} from '../ops/decode-step.ts';
 import { embeddingForward } from '../ops/embedding.ts';
 import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
 import { geluForward } from '../ops/gelu.ts';
@@ -36,7 +53,9 @@ import { linearShape, type LinearModule } from '../model/weights.ts';
 import { Rng } from '../random.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import {
+  argmaxToken,
   checkStop,
+  isGreedy,
   sampleNextToken,
   samplingOptions,
   stopCriteria,
@@ -55,7 +74,15 @@ export interface DecoderOptions {
   batchSize?: number;
   /** Most prompt positions per prefill pass; activation buffers are sized for it (default min(128, context)). */
   prefillChunk?: number;
+  /**
+   * Token steps of a single sequence on the fused kernels of ops/decode-step.ts, with greedy() available (default:
+   * whenever the model fits them). False keeps the general pass, as batches and other models use.
+   */
+  fastStep?: boolean;
 }
+
+/** Most greedy tokens one greedy() call makes in one submit. */
+export const MAX_GREEDY_CHUNK = 32;
 
 /** The dispatches of one pass size, bound once. */
 interface DecodePass {
@@ -102,7 +129,13 @@ export class Gpt2Decoder {
   /** Passes whose build finished: what destroy() releases. */
   private readonly built: DecodePass[] = [];
   private head: Dispatch[] = [];
+  /** Why token steps take the general pass (null: the fused single-sequence step, ops/decode-step.ts). */
+  readonly fastStepUnavailable: string | null;
+  /** The fused step's dispatches, base model and with the adapter, bound on first use. */
+  private readonly fastPasses = new Map<boolean, Promise<Dispatch[]>>();
+  private readonly fastBuilt: Dispatch[][] = [];
   private readback: GPUBuffer | undefined;
+  private tokenReadback: GPUBuffer | undefined;
   private cached = 0;
   /** The readback's map while one is in flight. */
   private mapping: Promise<unknown> | undefined;
@@ -130,6 +163,12 @@ export class Gpt2Decoder {
         throw new RangeError('decoder: the adapter was made for a different model config');
       }
     }
+    this.fastStepUnavailable =
+      options.fastStep === false
+        ? 'turned off (fastStep: false)'
+        : this.B !== 1
+          ? 'it decodes one sequence at a time'
+          : decodeStepSupport(gpu, { C, NH: this.config.nHead, V, maxT: nPositions });
     const rows = this.B * this.prefillChunk;
     const sizes: [string, number][] = [
       ['ids', rows], // u32
@@ -151,6 +190,9 @@ export class Gpt2Decoder {
       ['logits', this.B * V],
     ];
     if (adapter) sizes.push(['loraU', rows * adapter.config.rank]);
+    if (this.fastStepUnavailable === null) {
+      sizes.push(['stepState', DECODE_STATE_LENGTH], ['stepTokens', MAX_GREEDY_CHUNK], ['stepBest', 2 * decodeHeadGroups(V)]);
+    }
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
     const cacheLength = kvCacheLength({ B: this.B, C, maxT: this.maxT });
     for (const [name, length] of [...sizes, ['cache', cacheLength] as [string, number]]) {
@@ -166,6 +208,9 @@ export class Gpt2Decoder {
       for (const [name, length] of sizes) this.tensors.set(name, gpu.tensor(length, `decode.${name}`));
       for (let l = 0; l < this.config.nLayer; l++) this.caches.push(gpu.tensor(cacheLength, `decode.kv.${l}`));
       this.readback = gpu.pool.acquire(this.B * V * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'decode.readback');
+      if (this.fastStepUnavailable === null) {
+        this.tokenReadback = gpu.pool.acquire(MAX_GREEDY_CHUNK * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'decode.tokens');
+      }
     } catch (error) {
       this.destroy();
       throw error;
@@ -177,7 +222,8 @@ export class Gpt2Decoder {
     const decoder = new Gpt2Decoder(gpu, model, options.adapter, options);
     try {
       decoder.head = await decoder.buildHead();
-      await decoder.pass(1);
+      if (decoder.fastStepUnavailable === null) await decoder.fastPass(options.adapter !== undefined);
+      else await decoder.pass(1);
     } catch (error) {
       decoder.destroy();
       throw error;
@@ -197,7 +243,7 @@ export class Gpt2Decoder {
 
   /** Bytes of the decoder's buffers: activations, caches and readback (not the dispatches' small uniforms). */
   get bytes(): number {
-    let sum = this.readback?.size ?? 0;
+    let sum = (this.readback?.size ?? 0) + (this.tokenReadback?.size ?? 0);
     for (const t of [...this.tensors.values(), ...this.caches]) sum += t.buffer.size;
     return sum;
   }
@@ -336,6 +382,82 @@ export class Gpt2Decoder {
     return { Tq, withAdapter: all, base: all.filter((d) => !fromAdapter.has(d)), positioned };
   }
 
+  /** The fused single-sequence step (ops/decode-step.ts), with or without the adapter, bound on first use and kept. */
+  private fastPass(withAdapter: boolean): Promise<Dispatch[]> {
+    let pass = this.fastPasses.get(withAdapter);
+    if (!pass) {
+      pass = this.buildFastPass(withAdapter).then((built) => {
+        if (this.destroyed) built.forEach((d) => d.release());
+        else this.fastBuilt.push(built);
+        return built;
+      });
+      this.fastPasses.set(withAdapter, pass);
+      pass.catch(() => this.fastPasses.delete(withAdapter));
+    }
+    return pass;
+  }
+
+  /**
+   * One token of one sequence, reading its token and position from stepState: embedding; per block c_attn (ln_1 in
+   * front), attention with the KV append, attn.c_proj added into the residual, c_fc (ln_2 in front, GELU behind),
+   * mlp.c_proj added into the residual, each with its LoRA pair when adapted; then ln_f + the classifier into
+   * `logits`, and the greedy token into stepState / stepTokens.
+   */
+  private async buildFastPass(withAdapter: boolean): Promise<Dispatch[]> {
+    const { gpu, config } = this;
+    const adapter = withAdapter ? this.adapter : undefined;
+    const { nEmbd: C, nHead: NH, vocabSize: V, layerNormEpsilon: eps } = config;
+    const t = (name: string) => this.t(name);
+    const m = (name: string) => this.model.tensor(name);
+    const sites = new Map(adapter?.sites.map((site) => [`${site.layer}.${site.module}`, site]) ?? []);
+    const all: Dispatch[] = [];
+    try {
+      const wte = this.model.f16Weight('wte.weight') ?? m('wte.weight');
+      const state = t('stepState');
+      all.push(await decodeEmbed(gpu, { state, wte, wpe: m('wpe.weight'), out: t('residual') }, { C, V, maxT: this.maxT }));
+      for (let l = 0; l < config.nLayer; l++) {
+        const linear = async (module: LinearModule, x: GpuTensor, out: GpuTensor, epilogue: DecodeEpilogue, ln?: 'ln_1' | 'ln_2') => {
+          const [K, N] = linearShape(config, module);
+          const name = `h.${l}.${module}`;
+          const site = sites.get(`${l}.${module}`);
+          return decodeLinear(
+            gpu,
+            {
+              x,
+              weight: this.model.f16Weight(`${name}.weight`) ?? m(`${name}.weight`),
+              bias: m(`${name}.bias`),
+              out,
+              ln: ln ? { weight: m(`h.${l}.${ln}.weight`), bias: m(`h.${l}.${ln}.bias`), eps } : undefined,
+              lora:
+                site && adapter
+                  ? { a: adapter.tensor(site, 'A'), b: adapter.tensor(site, 'B'), rank: adapter.config.rank, scale: adapter.scale }
+                  : undefined,
+            },
+            { K, N },
+            epilogue,
+          );
+        };
+        all.push(await linear('attn.c_attn', t('residual'), t('qkv'), 'store', 'ln_1'));
+        all.push(await decodeAttention(gpu, { state, qkv: t('qkv'), cache: this.caches[l], out: t('atty') }, { C, NH, maxT: this.maxT }));
+        all.push(await linear('attn.c_proj', t('atty'), t('residual'), 'add'));
+        all.push(await linear('mlp.c_fc', t('residual'), t('fch'), 'gelu', 'ln_2'));
+        all.push(await linear('mlp.c_proj', t('fch'), t('residual'), 'add'));
+      }
+      all.push(
+        await decodeHead(
+          gpu,
+          { x: t('residual'), wte, lnWeight: m('ln_f.weight'), lnBias: m('ln_f.bias'), logits: t('logits'), best: t('stepBest') },
+          { V, C, eps },
+        ),
+      );
+      all.push(await decodeSelect(gpu, { best: t('stepBest'), state, tokens: t('stepTokens') }, { groups: decodeHeadGroups(V) }));
+    } catch (error) {
+      for (const d of all) d.release();
+      throw error;
+    }
+    return all;
+  }
+
   private checkUsable(): void {
     if (this.destroyed) throw new Error('this decoder was destroyed');
   }
@@ -451,11 +573,77 @@ export class Gpt2Decoder {
     if (this.cached === 0) throw new Error('step: prefill a prompt first');
     if (this.cached >= this.maxT) throw new RangeError(`step: the context of ${this.maxT} positions is full`);
     this.checkIds(tokens, 'step');
-    const pass = await this.pass(1);
-    this.checkUsable();
-    this.run(pass, Uint32Array.from(tokens), 1, this.cached, true);
+    if (this.fastStepUnavailable === null) {
+      const pass = await this.fastPass(this.adapterOn);
+      this.checkUsable();
+      this.gpu.writeU32(this.t('stepState'), [tokens[0], this.cached, 0, 0]);
+      const logits = this.t('logits');
+      this.gpu.submit(pass, 'decode.step', {
+        after: (encoder) => encoder.copyBufferToBuffer(logits.buffer, logits.offset, this.readback!, 0, logits.length * 4),
+      });
+    } else {
+      const pass = await this.pass(1);
+      this.checkUsable();
+      this.run(pass, Uint32Array.from(tokens), 1, this.cached, true);
+    }
     this.cached++;
     return this.readLogits();
+  }
+
+  /** Whether greedy() runs its steps on the GPU in one submit (else it steps and reads logits per token). */
+  get greedyOnGpu(): boolean {
+    return this.fastStepUnavailable === null;
+  }
+
+  /**
+   * Greedy decoding of one sequence: feeds `token` at the next position, then each token chosen (the likeliest,
+   * the lowest id on ties), `count` times (1..MAX_GREEDY_CHUNK, within the context), and returns the `count` tokens
+   * chosen. The last one is not fed: pass it to the next step() or greedy(). With the fused step all of it is one
+   * submit and one small readback; otherwise one step() and an argmax per token.
+   */
+  async greedy(token: number, count: number): Promise<number[]> {
+    this.checkUsable();
+    if (this.B !== 1) throw new RangeError('greedy: the decoder holds more than one sequence; use step()');
+    if (this.cached === 0) throw new Error('greedy: prefill a prompt first');
+    if (!Number.isSafeInteger(count) || count < 1 || count > MAX_GREEDY_CHUNK) {
+      throw new RangeError(`greedy: count must be 1..${MAX_GREEDY_CHUNK}, got ${count}`);
+    }
+    if (this.cached + count > this.maxT) {
+      throw new RangeError(`greedy: ${count} steps from position ${this.cached} overrun the context of ${this.maxT}`);
+    }
+    this.checkIds([token], 'greedy');
+    if (this.fastStepUnavailable !== null) {
+      const chosen: number[] = [];
+      let next = token;
+      for (let i = 0; i < count; i++) {
+        next = argmaxToken(await this.step([next]));
+        chosen.push(next);
+      }
+      return chosen;
+    }
+    const pass = await this.fastPass(this.adapterOn);
+    this.checkUsable();
+    this.gpu.writeU32(this.t('stepState'), [token, this.cached, 0, 0]);
+    const tokens = this.t('stepTokens');
+    const readback = this.tokenReadback!;
+    this.gpu.submit(Array.from({ length: count }, () => pass), 'decode.greedy', {
+      after: (encoder) => encoder.copyBufferToBuffer(tokens.buffer, tokens.offset, readback, 0, count * 4),
+    });
+    this.cached += count;
+    const mapped = readback.mapAsync(GPUMapMode.READ, 0, count * 4);
+    this.mapping = mapped.catch(() => undefined);
+    try {
+      await mapped;
+    } finally {
+      this.mapping = undefined;
+    }
+    if (this.destroyed) {
+      readback.unmap();
+      throw new Error('the decoder was destroyed during generation');
+    }
+    const chosen = Array.from(new Uint32Array(readback.getMappedRange(0, count * 4).slice(0)));
+    readback.unmap();
+    return chosen;
   }
 
   /** Gives every buffer and uniform back to the pool. The model and adapter are not touched. */
@@ -467,19 +655,27 @@ export class Gpt2Decoder {
     for (const pass of this.built) pass.withAdapter.forEach((d) => d.release());
     this.built.length = 0;
     this.passes.clear();
+    for (const pass of this.fastBuilt) pass.forEach((d) => d.release());
+    this.fastBuilt.length = 0;
+    this.fastPasses.clear();
     for (const t of [...this.tensors.values(), ...this.caches]) this.gpu.free(t);
     this.tensors.clear();
     this.caches.length = 0;
+    const tokenReadback = this.tokenReadback;
+    this.tokenReadback = undefined;
     const readback = this.readback;
     this.readback = undefined;
     // A readback still being mapped goes back once its map settles; the pool may hand it out again only then.
-    if (readback && this.mapping) {
-      void this.mapping.then(() => {
-        if (readback.mapState === 'mapped') readback.unmap();
-        this.gpu.pool.release(readback);
-      });
-    } else if (readback) {
-      this.gpu.pool.release(readback);
+    for (const buffer of [readback, tokenReadback]) {
+      if (!buffer) continue;
+      if (this.mapping) {
+        void this.mapping.then(() => {
+          if (buffer.mapState === 'mapped') buffer.unmap();
+          this.gpu.pool.release(buffer);
+        });
+      } else {
+        this.gpu.pool.release(buffer);
+      }
     }
   }
 }
@@ -600,25 +796,42 @@ export class Generator {
     };
     if (signal?.aborted) return finish('aborted', '');
 
-    let logits = await decoder.prefill(promptIds, { useAdapter });
+    // Plain greedy decoding runs its steps on the GPU in chunks (decoder.greedy: one submit, a few bytes read back),
+    // 2, 4, … up to MAX_GREEDY_CHUNK tokens, so the first words stream at once and the rest at full speed. Tokens a
+    // chunk makes past a stop are dropped (the next generation prefills anew). Sampling reads logits per token.
+    const chunked = decoder.greedyOnGpu && isGreedy(options) && options.repetitionPenalty === 1;
+    let chunk = 1;
+    const logits = await decoder.prefill(promptIds, { useAdapter });
+    // Each token with the cache's length once it was chosen: the prompt, then one more per token fed before it.
+    let pending = [{ token: sampleNextToken(logits, context, options, rng), cached: decoder.position }];
     for (;;) {
-      const token = sampleNextToken(logits, context, options, rng);
-      sampled++;
-      context.push(token);
-      if (token !== criteria.endOfTextId) {
-        ids.push(token);
-        text = tokenizer.decode(ids);
+      for (const { token, cached } of pending) {
+        sampled++;
+        context.push(token);
+        if (token !== criteria.endOfTextId) {
+          ids.push(token);
+          text = tokenizer.decode(ids);
+        }
+        let stop: StopDecision | { reason: 'context-full'; text: string } | null = checkStop(
+          { lastToken: token, newTokenCount: sampled, text },
+          criteria,
+        );
+        // The cache holds maxT positions: a token sampled after the last of them cannot be fed back.
+        if (!stop && cached >= decoder.maxT) stop = { reason: 'context-full', text };
+        onToken?.(token, stop ? stop.text : streamableText(text, options.stopStrings));
+        if (stop) return finish(stop.reason, stop.text);
+        if (signal?.aborted) return finish('aborted', text);
       }
-      let stop: StopDecision | { reason: 'context-full'; text: string } | null = checkStop(
-        { lastToken: token, newTokenCount: sampled, text },
-        criteria,
-      );
-      // The cache holds maxT positions: a token sampled after the last of them cannot be fed back.
-      if (!stop && decoder.position >= decoder.maxT) stop = { reason: 'context-full', text };
-      onToken?.(token, stop ? stop.text : streamableText(text, options.stopStrings));
-      if (stop) return finish(stop.reason, stop.text);
-      if (signal?.aborted) return finish('aborted', text);
-      logits = await decoder.step([token]);
+      const last = context[context.length - 1];
+      const from = decoder.position;
+      if (chunked) {
+        chunk = Math.min(2 * chunk, MAX_GREEDY_CHUNK, decoder.maxT - from, criteria.maxNewTokens - sampled);
+        const tokens = await decoder.greedy(last, chunk);
+        pending = tokens.map((token, i) => ({ token, cached: from + i + 1 }));
+      } else {
+        const next = await decoder.step([last]);
+        pending = [{ token: sampleNextToken(next, context, options, rng), cached: decoder.position }];
+      }
     }
   }
 

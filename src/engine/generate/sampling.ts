@@ -88,7 +88,7 @@ export function applyRepetitionPenalty(
 }
 
 /** The greedy case: temperature 0, or top-k of 1 (both leave only the likeliest token). */
-function isGreedy(options: SamplingOptions): boolean {
+export function isGreedy(options: SamplingOptions): boolean {
   return options.temperature === 0 || options.topK === 1;
 }
 
