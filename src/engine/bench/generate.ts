@@ -88,6 +88,24 @@ export async function benchGenerate(
     const timing = await timeWallClock(generate, counts);
     if (produced.some((n) => n !== options.newTokens)) throw new Error(`generate bench: made ${produced.join(', ')} tokens, not ${options.newTokens}`);
     const measuredPrefill = median(prefillMs.slice(counts.warmup));
+    // The fused step against the general pass on this device: the same prompt and tokens, the largest logit gap.
+    let fusedVsGeneral: number | null = null;
+    if (decoder.fastStepUnavailable === null) {
+      const general = await Gpt2Decoder.create(gpu, gpt2, { adapter: parts.adapter, batchSize: 1, fastStep: false });
+      try {
+        let a = await decoder.prefill(prompt, { useAdapter: true });
+        let b = await general.prefill(prompt, { useAdapter: true });
+        fusedVsGeneral = 0;
+        for (let i = 0; i < 8; i++) {
+          for (let v = 0; v < a.length; v++) fusedVsGeneral = Math.max(fusedVsGeneral, Math.abs(a[v] - b[v]));
+          const token = argmax(b);
+          a = await decoder.step([token]);
+          b = await general.step([token]);
+        }
+      } finally {
+        general.destroy();
+      }
+    }
     const profiles: BenchRecord[] = [];
     if (profile) {
       // One decode step (the steady state), its logits readback included in the wall clock beside it.
@@ -116,6 +134,8 @@ export async function benchGenerate(
         // The steady state: one token's submit, GPU work and logits readback.
         ms_per_token: round((timing.ms - measuredPrefill) / Math.max(1, options.newTokens - 1)),
         per_token: perToken,
+        // Largest |logit| difference, fused step vs general pass, over a prefill and 8 steps (null: no fused step).
+        fused_vs_general_max_abs: fusedVsGeneral,
         fused_step: decoder.fastStepUnavailable === null,
         includes: perToken
           ? 'prefill + greedy decode with the KV cache, one submit and logits readback per token, argmax on the CPU'
