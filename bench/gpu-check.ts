@@ -4,14 +4,20 @@
 // beside the f32 kernels. Bundled by bench/build.mjs into bench/dist/gpu-check.mjs; run on the GPU machine:
 //   node bench/dist/gpu-check.mjs [--no-timing] [--sweep-f32]
 // --sweep-f32 also times the f32 tiled kernels with several tile shapes at the GPT-2-small step's shapes and 4096³
-// (kind "sweep"), to choose ops/matmul.ts's automatic tiles from.
+// (kind "sweep"), to choose ops/matmul.ts's automatic tiles from; each tile shape without prefetch ("plain"), with
+// PREFETCH ("prefetch") and with PREFETCH + DOUBLE_BUFFER ("double-buffer"), and each prefetch variant's output is
+// compared with the plain one's, which it must equal bit for bit (same products added in the same order): a record
+// with "identical": false counts as a failed check.
+// The tensor-core kernel's GELU epilogue (its `_gelu` variant: GPT-2's c_fc writes fch and fchGelu = gelu(fch) in one
+// dispatch) is checked too, in the forward layout (records with "gelu": true).
 // Prints JSON lines (kind "check" or "time") and a summary; exits 1 if a check fails or the device has no tensor cores.
 
 import { withGpu } from '../src/cli/bench.ts';
 import type { GpuContext } from '../src/engine/gpu/context.ts';
-import { matmulBackwardInput, matmulForward, type MatmulShape, type MatmulTiles } from '../src/engine/ops/matmul.ts';
+import { deviceTiles, matmulBackwardInput, matmulForward, planMatmul, type MatmulShape, type MatmulTiles } from '../src/engine/ops/matmul.ts';
 import { packF16, prepareSgmat, type SgmatTiles } from '../src/engine/ops/matmul-f16.ts';
 import { Rng } from '../src/engine/random.ts';
+import { gelu } from '../src/engine/reference/gelu.ts';
 import { timeDispatches } from '../src/engine/bench/timing.ts';
 
 const TIMING = !process.argv.includes('--no-timing');
@@ -107,6 +113,61 @@ async function check(gpu: GpuContext, c: Case, seed: number): Promise<Record<str
   return { kind: 'check', ...c, rows: rows.length, rel_err_vs_f16_operands: rel16, rel_err_vs_f32_operands: rel32, unwritten, ok };
 }
 
+/**
+ * The GELU epilogue on the tensor cores, forward layout (weight (D,Cc) packed along Cc): out judged as check() judges
+ * it, activated against gelu of the same Float64 reference (relative, like out), and against gelu of the kernel's own
+ * out, which isolates the epilogue's f32 arithmetic. act is scaled by 2/√D so that out spreads over GELU's curved
+ * part (about ±3) rather than its linear tails.
+ */
+async function checkGelu(gpu: GpuContext, c: Omit<Case, 'transposed'>, seed: number): Promise<Record<string, unknown>> {
+  const rng = new Rng(seed);
+  const act = random(rng, c.R * c.D).map((v) => (v * 2) / Math.sqrt(c.D));
+  const weight = random(rng, c.D * c.Cc);
+  const bias = random(rng, c.Cc);
+  const prior = random(rng, c.R * c.Cc);
+  const t = {
+    act: gpu.upload(act, 'gelu.act'),
+    weight: gpu.uploadU32(packF16(weight, c.Cc), 'gelu.weight'),
+    bias: c.bias ? gpu.upload(bias, 'gelu.bias') : undefined,
+    out: gpu.upload(c.accumulate ? prior : new Float32Array(c.R * c.Cc).fill(NaN), 'gelu.out'),
+    activated: gpu.upload(new Float32Array(c.R * c.Cc).fill(NaN), 'gelu.activated'),
+  };
+  const dispatch = await prepareSgmat(gpu, t, { ...c, transposed: false }, c.tiles);
+  gpu.submit([dispatch]);
+  const out = await gpu.read(t.out);
+  const activated = await gpu.read(t.activated);
+  const kernel = dispatch.kernel;
+  dispatch.release();
+  for (const x of Object.values(t)) if (x) gpu.free(x);
+
+  const act16 = roundedF16(act, act.length);
+  const weight16 = roundedF16(weight, c.Cc);
+  const rows = c.R <= 64 ? [...Array(c.R).keys()] : [0, 1, c.R - 1, ...Array.from({ length: 13 }, () => Math.floor(rng.next() * c.R))];
+  let diffOut = 0, normOut = 0, diffGelu = 0, normGelu = 0, ownGelu = 0;
+  let unwritten = 0;
+  for (const r of rows) {
+    for (let n = 0; n < c.Cc; n++) {
+      let sum16 = 0;
+      for (let k = 0; k < c.D; k++) sum16 += act16[r * c.D + k] * weight16[k * c.Cc + n];
+      const want = sum16 + (c.bias ? bias[n] : 0) + (c.accumulate ? prior[r * c.Cc + n] : 0);
+      const got = out[r * c.Cc + n];
+      const gotGelu = activated[r * c.Cc + n];
+      if (!Number.isFinite(got) || !Number.isFinite(gotGelu)) unwritten++;
+      diffOut += (got - want) ** 2;
+      normOut += want ** 2;
+      diffGelu += (gotGelu - gelu(want)) ** 2;
+      normGelu += gelu(want) ** 2;
+      ownGelu = Math.max(ownGelu, Math.abs(gotGelu - gelu(got)) / (1 + Math.abs(got)));
+    }
+  }
+  const relOut = Math.sqrt(diffOut / normOut);
+  const relGelu = Math.sqrt(diffGelu / normGelu);
+  // out: f32 accumulation order only (≲1e-6·√D); activated: that, through gelu's slope ≤ 1.13; own: f32 exp and a
+  // few roundings (≈1e-7).
+  const ok = unwritten === 0 && relOut < 1e-5 && relGelu < 1e-5 && ownGelu < 1e-5;
+  return { kind: 'check', gelu: true, kernel, ...c, rows: rows.length, rel_err_vs_f16_operands: relOut, gelu_rel_err_vs_f16_operands: relGelu, gelu_max_err_vs_own_out: ownGelu, unwritten, ok };
+}
+
 async function time(gpu: GpuContext, R: number, Cc: number, D: number, transposed: boolean, tiles: SgmatTiles | 'f32'): Promise<Record<string, unknown>> {
   const rng = new Rng(7);
   const act = gpu.upload(random(rng, R * D), 'time.act');
@@ -127,7 +188,7 @@ async function time(gpu: GpuContext, R: number, Cc: number, D: number, transpose
   }
 }
 
-const F32_TILES: Required<MatmulTiles>[] = [
+const F32_TILES: MatmulTiles[] = [
   { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8 },
   { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 16, THREAD_ROWS: 8, THREAD_COLS: 8 },
   { TILE_ROWS: 128, TILE_COLS: 64, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 4 },
@@ -139,9 +200,38 @@ const F32_TILES: Required<MatmulTiles>[] = [
   { TILE_ROWS: 32, TILE_COLS: 64, TILE_DEPTH: 16, THREAD_ROWS: 4, THREAD_COLS: 4 },
 ];
 
-/** Times the f32 tiled forward or backward-input kernel with `tiles` (GFLOP/s as TFLOP/s). */
-async function sweepOne(gpu: GpuContext, layout: 'forward' | 'backward-input', shape: MatmulShape, tiles: Required<MatmulTiles>): Promise<Record<string, unknown>> {
+/** How a sweep runs the depth loop: no prefetch, PREFETCH, or PREFETCH with DOUBLE_BUFFER (lib/matmul_tiles.wgsl). */
+const PREFETCH_MODES = [
+  { mode: 'plain', PREFETCH: false, DOUBLE_BUFFER: false },
+  { mode: 'prefetch', PREFETCH: true, DOUBLE_BUFFER: false },
+  { mode: 'double-buffer', PREFETCH: true, DOUBLE_BUFFER: true },
+] as const;
+type PrefetchMode = (typeof PREFETCH_MODES)[number];
+
+/**
+ * Times the f32 tiled forward or backward-input kernel with `tiles` in one prefetch mode (GFLOP/s as TFLOP/s) and
+ * returns its output too, so that the caller can compare the modes. A mode the device cannot run as asked (two tile
+ * copies beyond its workgroup memory) is skipped.
+ */
+async function sweepOne(
+  gpu: GpuContext,
+  layout: 'forward' | 'backward-input',
+  shape: MatmulShape,
+  tiles: MatmulTiles,
+  mode: PrefetchMode,
+): Promise<{ line: Record<string, unknown>; output?: Float32Array }> {
   const { M, N, K } = shape;
+  const t = `${tiles.TILE_ROWS}x${tiles.TILE_COLS}x${tiles.TILE_DEPTH}/${tiles.THREAD_ROWS}x${tiles.THREAD_COLS}`;
+  const base = { kind: 'sweep', layout, shape: `${M}×${N}×${K}`, tiles: t, prefetch: mode.mode };
+  const asked = { ...tiles, PREFETCH: mode.PREFETCH, DOUBLE_BUFFER: mode.DOUBLE_BUFFER };
+  try {
+    const plan = planMatmul(layout, shape, asked);
+    if (plan.kernel === 'tiled' && mode.DOUBLE_BUFFER && !deviceTiles(gpu, 'sweep', plan.tiles).DOUBLE_BUFFER) {
+      return { line: { ...base, skipped: 'two copies of the tiles exceed maxComputeWorkgroupStorageSize' } };
+    }
+  } catch (error) {
+    return { line: { ...base, error: String(error) } };
+  }
   const rng = new Rng(11);
   const a = gpu.upload(random(rng, M * K), 'sweep.inp');
   const w = gpu.upload(random(rng, K * N), 'sweep.weight');
@@ -149,17 +239,32 @@ async function sweepOne(gpu: GpuContext, layout: 'forward' | 'backward-input', s
   try {
     const dispatch =
       layout === 'forward'
-        ? await matmulForward(gpu, { inp: a, weight: w, out: o }, shape, tiles)
-        : await matmulBackwardInput(gpu, { dinp: a, dout: o, weight: w }, shape, { tiles });
+        ? await matmulForward(gpu, { inp: a, weight: w, out: o }, shape, asked)
+        : await matmulBackwardInput(gpu, { dinp: a, dout: o, weight: w }, shape, { tiles: asked });
     const timing = await timeDispatches(gpu, [dispatch], { warmup: 3, iters: 20 });
     dispatch.release();
-    const t = `${tiles.TILE_ROWS}x${tiles.TILE_COLS}x${tiles.TILE_DEPTH}/${tiles.THREAD_ROWS}x${tiles.THREAD_COLS}`;
-    return { kind: 'sweep', layout, shape: `${M}×${N}×${K}`, tiles: t, ms: timing.ms, tflops: (2 * M * N * K) / (timing.ms * 1e9) };
+    const output = await gpu.read(layout === 'forward' ? o : a);
+    return { line: { ...base, ms: timing.ms, tflops: (2 * M * N * K) / (timing.ms * 1e9) }, output };
   } catch (error) {
-    return { kind: 'sweep', layout, shape: `${M}×${N}×${K}`, tiles, error: String(error) };
+    return { line: { ...base, error: String(error) } };
   } finally {
     for (const x of [a, w, o]) gpu.free(x);
   }
+}
+
+/** Elements where two outputs differ (bit patterns, so NaN equals NaN), and the largest difference. */
+function compareOutputs(got: Float32Array, want: Float32Array): { differing: number; max_abs_diff: number } {
+  const gotBits = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const wantBits = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  let differing = 0;
+  let maxAbsDiff = 0;
+  for (let i = 0; i < got.length; i++) {
+    if (gotBits[i] !== wantBits[i]) {
+      differing++;
+      maxAbsDiff = Math.max(maxAbsDiff, Math.abs(got[i] - want[i]));
+    }
+  }
+  return { differing, max_abs_diff: maxAbsDiff };
 }
 
 const lines: Record<string, unknown>[] = [];
@@ -182,7 +287,20 @@ process.exitCode = await withGpu(async (gpu) => {
       ['backward-input', { M: 2048, N: 768, K: 3072 }],
       ['backward-input', { M: 336, N: 768, K: 50257 }],
     ];
-    for (const [layout, shape] of cases) for (const tiles of F32_TILES) emit(await sweepOne(gpu, layout, shape, tiles));
+    for (const [layout, shape] of cases) {
+      for (const tiles of F32_TILES) {
+        let plain: Float32Array | undefined;
+        for (const mode of PREFETCH_MODES) {
+          const { line, output } = await sweepOne(gpu, layout, shape, tiles, mode);
+          if (mode.mode === 'plain') plain = output;
+          else if (output && plain) {
+            const diff = compareOutputs(output, plain);
+            Object.assign(line, { identical: diff.differing === 0, ...diff });
+          }
+          emit(line);
+        }
+      }
+    }
   }
   if (!gpu.features.tensorCoresF16) return 1;
   const variants: SgmatTiles[] = [
@@ -201,13 +319,21 @@ process.exitCode = await withGpu(async (gpu) => {
       emit(await check(gpu, { R, Cc, D, transposed, bias: seed % 2 === 0, accumulate: seed % 3 === 0 }, seed++));
     }
   }
+  // The GELU epilogue: awkward shapes with three tile variants, then GPT-2 small's c_fc (BT = 2048, C = 768) as
+  // matmulForwardF16W runs it, and an accumulating product (gelu of the final out).
+  for (const [R, Cc, D] of [[16, 16, 16], [7, 10, 6], [37, 50, 70], [130, 66, 33]] as const) {
+    for (const tiles of variants.slice(0, 3)) emit(await checkGelu(gpu, { R, Cc, D, bias: true, accumulate: false, tiles }, seed++));
+  }
+  emit(await checkGelu(gpu, { R: 2048, Cc: 3072, D: 768, bias: true, accumulate: false }, seed++));
+  emit(await checkGelu(gpu, { R: 512, Cc: 1001, D: 768, bias: false, accumulate: true }, seed++));
   if (TIMING) {
     for (const [R, Cc, D, transposed] of [[4096, 4096, 4096, false], [4096, 4096, 4096, true], [2048, 3072, 768, false], [2048, 768, 3072, true], [2048, 50257, 768, true]] as const) {
       emit(await time(gpu, R, Cc, D, transposed, 'f32'));
       for (const tiles of variants) emit(await time(gpu, R, Cc, D, transposed, tiles));
     }
   }
-  const failed = lines.filter((l) => l.kind === 'check' && !l.ok);
-  process.stderr.write(`gpu-check: ${lines.filter((l) => l.kind === 'check').length - failed.length} checks passed, ${failed.length} failed\n`);
+  const checks = lines.filter((l) => l.kind === 'check' || (l.kind === 'sweep' && l.identical !== undefined));
+  const failed = checks.filter((l) => (l.kind === 'check' ? !l.ok : !l.identical));
+  process.stderr.write(`gpu-check: ${checks.length - failed.length} checks passed, ${failed.length} failed\n`);
   return failed.length ? 1 : 0;
 });

@@ -29,15 +29,17 @@ interface BenchEntry {
 }
 
 const COMMON = ['iters', 'warmup'] as const;
-const FLAGS = ['quick', 'json', 'f16-weights', 'profile', 'no-tensor-cores', 'per-token'] as const;
+const FLAGS = ['quick', 'json', 'f16-weights', 'profile', 'no-tensor-cores', 'per-token', 'prefetch'] as const;
 const STEP_OPTIONS = ['layers', 'width', 'heads', 'vocab', 'positions', 'batch', 'seq', 'rank'] as const;
 
 const benches: Record<string, BenchEntry> = {
   matmul: {
     usage:
-      'matmul [--m M --n N --k K] [--layout forward|backward-input|backward-weight|all]\n' +
+      'matmul [--m M --n N --k K] [--layout forward|backward-input|backward-weight|all] [--prefetch]\n' +
       '    f32 linear-layer matmul, GFLOP/s. Default shapes: GPT-2 small training step (M=2048) and 4096³ (not with\n' +
-      '    --quick); on SwiftShader (a CPU) M=64 versions and 256³. A dimension not given defaults to 2048 (M) or 768.',
+      '    --quick); on SwiftShader (a CPU) M=64 versions and 256³. A dimension not given defaults to 2048 (M) or 768.\n' +
+      '    --prefetch times each tiled kernel with the same tiles without prefetch, with PREFETCH and with\n' +
+      '    PREFETCH + DOUBLE_BUFFER (field "prefetch": plain, prefetch, double-buffer).',
     valued: [...COMMON, 'm', 'n', 'k', 'layout'],
     prepare: prepareMatmul,
   },
@@ -118,6 +120,9 @@ export async function runBench(args: string[], emit: Emit): Promise<number> {
     }
     if (options.has('profile') && !['step', 'generate', 'all'].includes(what)) {
       throw new UsageError('--profile applies to step and generate (and all)');
+    }
+    if (options.has('prefetch') && !['matmul', 'all'].includes(what)) {
+      throw new UsageError('--prefetch applies to matmul (and all)');
     }
     prepared = entry.prepare(options);
   } catch (error) {
@@ -223,7 +228,7 @@ function prepareMatmul(options: Map<string, string>, everyLayoutOnGpu = false): 
       else shapes = [...gpt2MatmulShapes(2048), ...(options.has('quick') ? [] : [{ M: 4096, N: 4096, K: 4096 }])];
       const counts = runCounts(options, slow, { warmup: 2, iters: 20 });
       const timed = everyLayoutOnGpu && !slow && !options.has('layout') ? MATMUL_LAYOUTS : layouts;
-      for (const r of await benchMatmul(gpu, shapes, timed, counts, !explicit && slow)) emit(r);
+      for (const r of await benchMatmul(gpu, shapes, timed, counts, !explicit && slow, options.has('prefetch'))) emit(r);
     },
   };
 }

@@ -19,37 +19,44 @@ override B_STRIDE4 = TILE_COLS / 4u + 1u;  // (TILE_DEPTH, TILE_COLS + 4): weigh
 
 fn reduction_length() -> u32 { return params.N; }
 
-fn load_tiles(row0: u32, col0: u32, n0: u32, lindex: u32, partial: bool) {
+// Both blocks transposed: job e reads one n of 4 consecutive rows (consecutive jobs: consecutive n) and stores them as
+// one vec4 of the depth-major tile.
+override A_JOBS = TILE_ROWS / 4u * TILE_DEPTH;
+override B_JOBS = TILE_COLS / 4u * TILE_DEPTH;
+alias AStaged = vec4f;
+alias BStaged = vec4f;
+
+fn fetch_a(row0: u32, n0: u32, e: u32, partial: bool) -> vec4f {
   let M = params.M;
   let N = params.N;
-  let K = params.K;
-  // Both blocks transposed: a thread reads one n of 4 consecutive rows (consecutive threads: consecutive n) and stores
-  // them as one vec4 of the depth-major tile.
-  for (var e = lindex; e < TILE_ROWS / 4u * TILE_DEPTH; e += THREADS) {
-    let quad = e / TILE_DEPTH;
-    let d = e % TILE_DEPTH;
-    var v = vec4f();
-    if (!partial || n0 + d < N) {
-      let row = row0 + quad * 4u;
-      let n = n0 + d;
-      v = vec4f(dout[min(row, M - 1u) * N + n], dout[min(row + 1u, M - 1u) * N + n],
-                dout[min(row + 2u, M - 1u) * N + n], dout[min(row + 3u, M - 1u) * N + n]);
-    }
-    a_tile[d * A_STRIDE4 + quad] = v;
+  let d = e % TILE_DEPTH;
+  var v = vec4f();
+  if (!partial || n0 + d < N) {
+    let row = row0 + (e / TILE_DEPTH) * 4u;
+    let n = n0 + d;
+    v = vec4f(dout[min(row, M - 1u) * N + n], dout[min(row + 1u, M - 1u) * N + n],
+              dout[min(row + 2u, M - 1u) * N + n], dout[min(row + 3u, M - 1u) * N + n]);
   }
-  for (var e = lindex; e < TILE_COLS / 4u * TILE_DEPTH; e += THREADS) {
-    let quad = e / TILE_DEPTH;
-    let d = e % TILE_DEPTH;
-    var v = vec4f();
-    if (!partial || n0 + d < N) {
-      let k = col0 + quad * 4u;
-      let n = n0 + d;
-      v = vec4f(weight[min(k, K - 1u) * N + n], weight[min(k + 1u, K - 1u) * N + n],
-                weight[min(k + 2u, K - 1u) * N + n], weight[min(k + 3u, K - 1u) * N + n]);
-    }
-    b_tile[d * B_STRIDE4 + quad] = v;
-  }
+  return v;
 }
+
+fn stash_a(e: u32, v: vec4f, base: u32) { a_tile[base + (e % TILE_DEPTH) * A_STRIDE4 + e / TILE_DEPTH] = v; }
+
+fn fetch_b(col0: u32, n0: u32, e: u32, partial: bool) -> vec4f {
+  let N = params.N;
+  let K = params.K;
+  let d = e % TILE_DEPTH;
+  var v = vec4f();
+  if (!partial || n0 + d < N) {
+    let k = col0 + (e / TILE_DEPTH) * 4u;
+    let n = n0 + d;
+    v = vec4f(weight[min(k, K - 1u) * N + n], weight[min(k + 1u, K - 1u) * N + n],
+              weight[min(k + 2u, K - 1u) * N + n], weight[min(k + 3u, K - 1u) * N + n]);
+  }
+  return v;
+}
+
+fn stash_b(e: u32, v: vec4f, base: u32) { b_tile[base + (e % TILE_DEPTH) * B_STRIDE4 + e / TILE_DEPTH] = v; }
 
 // Rows row..row+3, columns col..col+3 of dinp, assigned or added (`accumulate`); only elements inside (M, K).
 fn store_chunk(chunk: mat4x4f, row: u32, col: u32) {

@@ -23,43 +23,57 @@ override B_STRIDE4 = TILE_COLS / 4u + 1u;  // (TILE_DEPTH, TILE_COLS + 4): weigh
 
 fn reduction_length() -> u32 { return params.N; }
 
-fn load_tiles(row0: u32, col0: u32, n0: u32, lindex: u32, partial: bool) {
+// dout block, transposed: job e reads one n of 4 consecutive rows and stores them as one vec4.
+override A_JOBS = TILE_ROWS / 4u * TILE_DEPTH;
+alias AStaged = vec4f;
+
+fn fetch_a(row0: u32, n0: u32, e: u32, partial: bool) -> vec4f {
   let M = params.M;
+  let N = params.N;
+  let d = e % TILE_DEPTH;
+  var v = vec4f();
+  if (!partial || n0 + d < N) {
+    let row = row0 + (e / TILE_DEPTH) * 4u;
+    let n = n0 + d;
+    v = vec4f(dout[min(row, M - 1u) * N + n], dout[min(row + 1u, M - 1u) * N + n],
+              dout[min(row + 2u, M - 1u) * N + n], dout[min(row + 3u, M - 1u) * N + n]);
+  }
+  return v;
+}
+
+fn stash_a(e: u32, v: vec4f, base: u32) { a_tile[base + (e % TILE_DEPTH) * A_STRIDE4 + e / TILE_DEPTH] = v; }
+
+// weightᵀ block: job e (quad, p) reads word p of the tile, depths 2p (low half) and 2p + 1 (high half), of weight
+// rows k..k+3, keeping the 4 packed words (a pair past N is 0, a half past N is cleared to +0); its stash unpacks
+// them and stores depth 2p and depth 2p + 1 as two whole vec4.
+override B_JOBS = TILE_COLS / 4u * DEPTH2;
+alias BStaged = vec4u;
+
+fn fetch_b(col0: u32, n0: u32, e: u32, partial: bool) -> vec4u {
   let N = params.N;
   let K = params.K;
   let NP = (N + 1u) / 2u;  // words per weight row
-  for (var e = lindex; e < TILE_ROWS / 4u * TILE_DEPTH; e += THREADS) {
-    let quad = e / TILE_DEPTH;
-    let d = e % TILE_DEPTH;
-    var v = vec4f();
-    if (!partial || n0 + d < N) {
-      let row = row0 + quad * 4u;
-      let n = n0 + d;
-      v = vec4f(dout[min(row, M - 1u) * N + n], dout[min(row + 1u, M - 1u) * N + n],
-                dout[min(row + 2u, M - 1u) * N + n], dout[min(row + 3u, M - 1u) * N + n]);
-    }
-    a_tile[d * A_STRIDE4 + quad] = v;
+  let n = n0 + 2u * (e % DEPTH2);
+  var words = vec4u();
+  if (!partial || n < N) {
+    let k = col0 + (e / DEPTH2) * 4u;
+    let word = n / 2u;
+    words = vec4u(weight[min(k, K - 1u) * NP + word], weight[min(k + 1u, K - 1u) * NP + word],
+                  weight[min(k + 2u, K - 1u) * NP + word], weight[min(k + 3u, K - 1u) * NP + word]);
+    if (partial && n + 1u >= N) { words &= vec4u(0xffffu); }
   }
-  // weightᵀ block: word p of the tile holds depths 2p (low half) and 2p + 1 (high half) of one weight row.
-  for (var e = lindex; e < TILE_COLS / 4u * DEPTH2; e += THREADS) {
-    let quad = e / DEPTH2;
-    let p = e % DEPTH2;
-    var even = vec4f();  // depth 2p of weight rows k..k+3
-    var odd = vec4f();   // depth 2p + 1
-    let n = n0 + 2u * p;
-    if (!partial || n < N) {
-      let k = col0 + quad * 4u;
-      let word = n / 2u;
-      let w0 = unpack2x16float(weight[min(k, K - 1u) * NP + word]);
-      let w1 = unpack2x16float(weight[min(k + 1u, K - 1u) * NP + word]);
-      let w2 = unpack2x16float(weight[min(k + 2u, K - 1u) * NP + word]);
-      let w3 = unpack2x16float(weight[min(k + 3u, K - 1u) * NP + word]);
-      even = vec4f(w0.x, w1.x, w2.x, w3.x);
-      if (!partial || n + 1u < N) { odd = vec4f(w0.y, w1.y, w2.y, w3.y); }
-    }
-    b_tile[2u * p * B_STRIDE4 + quad] = even;
-    b_tile[(2u * p + 1u) * B_STRIDE4 + quad] = odd;
-  }
+  return words;
+}
+
+fn stash_b(e: u32, words: vec4u, base: u32) {
+  let quad = e / DEPTH2;
+  let p = e % DEPTH2;
+  let w0 = unpack2x16float(words.x);
+  let w1 = unpack2x16float(words.y);
+  let w2 = unpack2x16float(words.z);
+  let w3 = unpack2x16float(words.w);
+  b_tile[base + 2u * p * B_STRIDE4 + quad] = vec4f(w0.x, w1.x, w2.x, w3.x);         // depth 2p of rows k..k+3
+  b_tile[base + (2u * p + 1u) * B_STRIDE4 + quad] = vec4f(w0.y, w1.y, w2.y, w3.y);  // depth 2p + 1
 }
 
 // Rows row..row+3, columns col..col+3 of dinp, assigned or added (`accumulate`); only elements inside (M, K).

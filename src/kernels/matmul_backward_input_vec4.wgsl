@@ -20,39 +20,53 @@ override B_STRIDE4 = TILE_COLS / 4u + 1u;  // (TILE_DEPTH, TILE_COLS + 4): weigh
 
 fn reduction_length() -> u32 { return params.N; }
 
-fn load_tiles(row0: u32, col0: u32, n0: u32, lindex: u32, partial: bool) {
+// Both blocks transposed: job e reads the same 4 depths of 4 consecutive rows (4 vec4; consecutive jobs take
+// consecutive depth quads of the same rows); its stash transposes the 4×4 block in registers and stores 4 whole vec4.
+override A_JOBS = TILE_ROWS / 4u * DEPTH4;
+override B_JOBS = TILE_COLS / 4u * DEPTH4;
+alias AStaged = mat4x4f;  // columns: 4 dout rows' vec4 of depths 4q..4q+3
+alias BStaged = mat4x4f;  // columns: 4 weight rows' vec4 of depths 4q..4q+3
+
+fn fetch_a(row0: u32, n0: u32, e: u32, partial: bool) -> mat4x4f {
   let M = params.M;
+  let N4 = params.N / 4u;
+  let q = e % DEPTH4;
+  var block = mat4x4f();
+  if (!partial || n0 / 4u + q < N4) {
+    let row = row0 + (e / DEPTH4) * 4u;
+    let nq = n0 / 4u + q;
+    block = mat4x4f(dout[min(row, M - 1u) * N4 + nq], dout[min(row + 1u, M - 1u) * N4 + nq],
+                    dout[min(row + 2u, M - 1u) * N4 + nq], dout[min(row + 3u, M - 1u) * N4 + nq]);
+  }
+  return block;
+}
+
+fn stash_a(e: u32, block: mat4x4f, base: u32) {
+  let quad = e / DEPTH4;
+  let q = e % DEPTH4;
+  let depths = transpose(block);  // column i: depth 4q + i of the 4 rows
+  for (var i = 0u; i < 4u; i++) { a_tile[base + (q * 4u + i) * A_STRIDE4 + quad] = depths[i]; }
+}
+
+fn fetch_b(col0: u32, n0: u32, e: u32, partial: bool) -> mat4x4f {
   let K = params.K;
   let N4 = params.N / 4u;
-  let nq0 = n0 / 4u;
-  // Both blocks transposed: a thread reads the same 4 depths of 4 consecutive rows (4 vec4; consecutive threads take
-  // consecutive depth quads of the same rows), transposes the 4×4 block in registers and stores 4 whole vec4.
-  for (var e = lindex; e < TILE_ROWS / 4u * DEPTH4; e += THREADS) {
-    let quad = e / DEPTH4;
-    let q = e % DEPTH4;
-    var block = mat4x4f();  // columns: 4 rows' vec4 of depths 4q..4q+3
-    if (!partial || nq0 + q < N4) {
-      let row = row0 + quad * 4u;
-      let nq = nq0 + q;
-      block = mat4x4f(dout[min(row, M - 1u) * N4 + nq], dout[min(row + 1u, M - 1u) * N4 + nq],
-                      dout[min(row + 2u, M - 1u) * N4 + nq], dout[min(row + 3u, M - 1u) * N4 + nq]);
-    }
-    let depths = transpose(block);  // column i: depth 4q + i of the 4 rows
-    for (var i = 0u; i < 4u; i++) { a_tile[(q * 4u + i) * A_STRIDE4 + quad] = depths[i]; }
+  let q = e % DEPTH4;
+  var block = mat4x4f();
+  if (!partial || n0 / 4u + q < N4) {
+    let k = col0 + (e / DEPTH4) * 4u;
+    let nq = n0 / 4u + q;
+    block = mat4x4f(weight[min(k, K - 1u) * N4 + nq], weight[min(k + 1u, K - 1u) * N4 + nq],
+                    weight[min(k + 2u, K - 1u) * N4 + nq], weight[min(k + 3u, K - 1u) * N4 + nq]);
   }
-  for (var e = lindex; e < TILE_COLS / 4u * DEPTH4; e += THREADS) {
-    let quad = e / DEPTH4;
-    let q = e % DEPTH4;
-    var block = mat4x4f();  // columns: 4 weight rows' vec4 of depths 4q..4q+3
-    if (!partial || nq0 + q < N4) {
-      let k = col0 + quad * 4u;
-      let nq = nq0 + q;
-      block = mat4x4f(weight[min(k, K - 1u) * N4 + nq], weight[min(k + 1u, K - 1u) * N4 + nq],
-                      weight[min(k + 2u, K - 1u) * N4 + nq], weight[min(k + 3u, K - 1u) * N4 + nq]);
-    }
-    let depths = transpose(block);
-    for (var i = 0u; i < 4u; i++) { b_tile[(q * 4u + i) * B_STRIDE4 + quad] = depths[i]; }
-  }
+  return block;
+}
+
+fn stash_b(e: u32, block: mat4x4f, base: u32) {
+  let quad = e / DEPTH4;
+  let q = e % DEPTH4;
+  let depths = transpose(block);
+  for (var i = 0u; i < 4u; i++) { b_tile[base + (q * 4u + i) * B_STRIDE4 + quad] = depths[i]; }
 }
 
 // Rows row..row+3, columns col..col+3 of dinp, assigned or added (`accumulate`); only elements inside (M, K).

@@ -19,34 +19,41 @@ override B_STRIDE4 = TILE_COLS / 4u;  // (TILE_DEPTH, TILE_COLS): dout block
 
 fn reduction_length() -> u32 { return params.M; }
 
-fn load_tiles(row0: u32, col0: u32, m0: u32, lindex: u32, partial: bool) {
-  let M = params.M;
-  let N = params.N;
+// Both blocks as they lie: job e reads 4 consecutive columns of one token's row and stores one vec4.
+override A_JOBS = TILE_DEPTH * A_STRIDE4;
+override B_JOBS = TILE_DEPTH * B_STRIDE4;
+alias AStaged = vec4f;
+alias BStaged = vec4f;
+
+fn fetch_a(row0: u32, m0: u32, e: u32, partial: bool) -> vec4f {
   let K = params.K;
-  // Both blocks as they lie: a thread reads 4 consecutive columns of one token's row and stores one vec4.
-  for (var e = lindex; e < TILE_DEPTH * A_STRIDE4; e += THREADS) {
-    let d = e / A_STRIDE4;
-    let k = row0 + (e % A_STRIDE4) * 4u;
-    var v = vec4f();
-    if (!partial || m0 + d < M) {
-      let base = (m0 + d) * K;
-      v = vec4f(inp[base + min(k, K - 1u)], inp[base + min(k + 1u, K - 1u)],
-                inp[base + min(k + 2u, K - 1u)], inp[base + min(k + 3u, K - 1u)]);
-    }
-    a_tile[e] = v;
+  let d = e / A_STRIDE4;
+  let k = row0 + (e % A_STRIDE4) * 4u;
+  var v = vec4f();
+  if (!partial || m0 + d < params.M) {
+    let base = (m0 + d) * K;
+    v = vec4f(inp[base + min(k, K - 1u)], inp[base + min(k + 1u, K - 1u)],
+              inp[base + min(k + 2u, K - 1u)], inp[base + min(k + 3u, K - 1u)]);
   }
-  for (var e = lindex; e < TILE_DEPTH * B_STRIDE4; e += THREADS) {
-    let d = e / B_STRIDE4;
-    let n = col0 + (e % B_STRIDE4) * 4u;
-    var v = vec4f();
-    if (!partial || m0 + d < M) {
-      let base = (m0 + d) * N;
-      v = vec4f(dout[base + min(n, N - 1u)], dout[base + min(n + 1u, N - 1u)],
-                dout[base + min(n + 2u, N - 1u)], dout[base + min(n + 3u, N - 1u)]);
-    }
-    b_tile[e] = v;
-  }
+  return v;
 }
+
+fn stash_a(e: u32, v: vec4f, base: u32) { a_tile[base + e] = v; }
+
+fn fetch_b(col0: u32, m0: u32, e: u32, partial: bool) -> vec4f {
+  let N = params.N;
+  let d = e / B_STRIDE4;
+  let n = col0 + (e % B_STRIDE4) * 4u;
+  var v = vec4f();
+  if (!partial || m0 + d < params.M) {
+    let base = (m0 + d) * N;
+    v = vec4f(dout[base + min(n, N - 1u)], dout[base + min(n + 1u, N - 1u)],
+              dout[base + min(n + 2u, N - 1u)], dout[base + min(n + 3u, N - 1u)]);
+  }
+  return v;
+}
+
+fn stash_b(e: u32, v: vec4f, base: u32) { b_tile[base + e] = v; }
 
 // Adds the chunk to rows row..row+3, columns col..col+3 of dweight; only elements inside (K, N).
 fn store_chunk(chunk: mat4x4f, row: u32, col: u32) {

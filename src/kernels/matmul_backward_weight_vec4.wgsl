@@ -17,27 +17,33 @@ override B_STRIDE4 = TILE_COLS / 4u;  // (TILE_DEPTH, TILE_COLS): dout block
 
 fn reduction_length() -> u32 { return params.M; }
 
-fn load_tiles(row0: u32, col0: u32, m0: u32, lindex: u32, partial: bool) {
-  let M = params.M;
+// Both blocks as they lie: job e is one vec4 of one token's row.
+override A_JOBS = TILE_DEPTH * A_STRIDE4;
+override B_JOBS = TILE_DEPTH * B_STRIDE4;
+alias AStaged = vec4f;
+alias BStaged = vec4f;
+
+fn fetch_a(row0: u32, m0: u32, e: u32, partial: bool) -> vec4f {
   let K4 = params.K / 4u;
-  let N4 = params.N / 4u;
-  for (var e = lindex; e < TILE_DEPTH * A_STRIDE4; e += THREADS) {
-    let d = e / A_STRIDE4;
-    let q = e % A_STRIDE4;
-    let k4 = min(row0 / 4u + q, K4 - 1u);
-    var v = vec4f();
-    if (!partial || m0 + d < M) { v = inp[(m0 + d) * K4 + k4]; }
-    a_tile[e] = v;
-  }
-  for (var e = lindex; e < TILE_DEPTH * B_STRIDE4; e += THREADS) {
-    let d = e / B_STRIDE4;
-    let q = e % B_STRIDE4;
-    let n4 = min(col0 / 4u + q, N4 - 1u);
-    var v = vec4f();
-    if (!partial || m0 + d < M) { v = dout[(m0 + d) * N4 + n4]; }
-    b_tile[e] = v;
-  }
+  let d = e / A_STRIDE4;
+  let k4 = min(row0 / 4u + e % A_STRIDE4, K4 - 1u);
+  var v = vec4f();
+  if (!partial || m0 + d < params.M) { v = inp[(m0 + d) * K4 + k4]; }
+  return v;
 }
+
+fn stash_a(e: u32, v: vec4f, base: u32) { a_tile[base + e] = v; }
+
+fn fetch_b(col0: u32, m0: u32, e: u32, partial: bool) -> vec4f {
+  let N4 = params.N / 4u;
+  let d = e / B_STRIDE4;
+  let n4 = min(col0 / 4u + e % B_STRIDE4, N4 - 1u);
+  var v = vec4f();
+  if (!partial || m0 + d < params.M) { v = dout[(m0 + d) * N4 + n4]; }
+  return v;
+}
+
+fn stash_b(e: u32, v: vec4f, base: u32) { b_tile[base + e] = v; }
 
 // Adds the chunk to rows row..row+3 of dweight at columns col..col+3, one quad; only rows inside K and a quad
 // inside N.

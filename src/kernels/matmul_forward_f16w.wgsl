@@ -16,6 +16,9 @@ struct Params { M: u32, N: u32, K: u32 }
 @group(0) @binding(2) var<storage, read> weight: array<u32>;  // (K,ceil(N/2)): f16 pairs along N
 @group(0) @binding(3) var<storage, read> bias: array<f32>;    // (N), read only when HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (M,N)
+// @epilogue: out's store; registry.ts's `_gelu` variant swaps in lib/gelu_epilogue.wgsl's, which also stores gelu(v).
+fn store_out(i: u32, v: f32) { out[i] = v; }
+// @end-epilogue
 
 override HAS_BIAS: bool = false;
 override A_STRIDE4 = TILE_ROWS / 4u + 1u;  // (TILE_DEPTH, TILE_ROWS + 4): inp transposed
@@ -23,35 +26,45 @@ override B_STRIDE4 = TILE_COLS / 4u;       // (TILE_DEPTH, TILE_COLS): weight un
 
 fn reduction_length() -> u32 { return params.K; }
 
-fn load_tiles(row0: u32, col0: u32, k0: u32, lindex: u32, partial: bool) {
+// inp block, transposed: job e reads one k of 4 consecutive rows and stores them as one vec4.
+override A_JOBS = TILE_ROWS / 4u * TILE_DEPTH;
+alias AStaged = vec4f;
+
+fn fetch_a(row0: u32, k0: u32, e: u32, partial: bool) -> vec4f {
   let M = params.M;
   let K = params.K;
+  let d = e % TILE_DEPTH;
+  var v = vec4f();
+  if (!partial || k0 + d < K) {
+    let row = row0 + (e / TILE_DEPTH) * 4u;
+    let k = k0 + d;
+    v = vec4f(inp[min(row, M - 1u) * K + k], inp[min(row + 1u, M - 1u) * K + k],
+              inp[min(row + 2u, M - 1u) * K + k], inp[min(row + 3u, M - 1u) * K + k]);
+  }
+  return v;
+}
+
+fn stash_a(e: u32, v: vec4f, base: u32) { a_tile[base + (e % TILE_DEPTH) * A_STRIDE4 + e / TILE_DEPTH] = v; }
+
+// weight block as it lies: columns 4c..4c+3 of one row are words 2c and 2c + 1. A job keeps the two packed words
+// (half the registers of the unpacked vec4; masked words are 0, two +0 halves) and its stash unpacks them.
+override B_JOBS = TILE_DEPTH * B_STRIDE4;
+alias BStaged = vec2u;
+
+fn fetch_b(col0: u32, k0: u32, e: u32, partial: bool) -> vec2u {
   let NP = (params.N + 1u) / 2u;  // words per weight row
-  // inp block, transposed: a thread reads one k of 4 consecutive rows and stores them as one vec4.
-  for (var e = lindex; e < TILE_ROWS / 4u * TILE_DEPTH; e += THREADS) {
-    let quad = e / TILE_DEPTH;
-    let d = e % TILE_DEPTH;
-    var v = vec4f();
-    if (!partial || k0 + d < K) {
-      let row = row0 + quad * 4u;
-      let k = k0 + d;
-      v = vec4f(inp[min(row, M - 1u) * K + k], inp[min(row + 1u, M - 1u) * K + k],
-                inp[min(row + 2u, M - 1u) * K + k], inp[min(row + 3u, M - 1u) * K + k]);
-    }
-    a_tile[d * A_STRIDE4 + quad] = v;
+  let d = e / B_STRIDE4;
+  let word = (col0 / 4u + e % B_STRIDE4) * 2u;
+  var words = vec2u();
+  if (!partial || k0 + d < params.K) {
+    let base = (k0 + d) * NP;
+    words = vec2u(weight[base + min(word, NP - 1u)], weight[base + min(word + 1u, NP - 1u)]);
   }
-  // weight block as it lies: columns 4c..4c+3 of one row are words 2c and 2c + 1.
-  for (var e = lindex; e < TILE_DEPTH * B_STRIDE4; e += THREADS) {
-    let d = e / B_STRIDE4;
-    let word = (col0 / 4u + e % B_STRIDE4) * 2u;
-    var v = vec4f();
-    if (!partial || k0 + d < K) {
-      let base = (k0 + d) * NP;
-      v = vec4f(unpack2x16float(weight[base + min(word, NP - 1u)]),
-                unpack2x16float(weight[base + min(word + 1u, NP - 1u)]));
-    }
-    b_tile[e] = v;
-  }
+  return words;
+}
+
+fn stash_b(e: u32, words: vec2u, base: u32) {
+  b_tile[base + e] = vec4f(unpack2x16float(words.x), unpack2x16float(words.y));
 }
 
 // Rows row..row+3, columns col..col+3 of out (+ bias); only elements inside (M, N) are stored.
@@ -63,7 +76,7 @@ fn store_chunk(chunk: mat4x4f, row: u32, col: u32) {
       if (row + i < M && col + j < N) {
         var v = chunk[i][j];
         if (HAS_BIAS) { v += bias[col + j]; }
-        out[split_index * M * N + (row + i) * N + col + j] = v;
+        store_out(split_index * M * N + (row + i) * N + col + j, v);
       }
     }
   }

@@ -22,6 +22,9 @@ fn weight_quad(k: u32, col4: u32) -> vec4f { return weight[k * (params.N / 4u) +
 // @end-weight
 @group(0) @binding(3) var<storage, read> bias: array<vec4f>;    // (N/4), read only when HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<vec4f>; // (M,N/4)
+// @epilogue: out's store; registry.ts's `_gelu` variants swap in lib/gelu_epilogue.wgsl's, which also stores gelu(v).
+fn store_out4(i: u32, v: vec4f) { out[i] = v; }
+// @end-epilogue
 
 override ROWS: u32 = 1;            // 1, 4 or 8, at least M
 override COL_THREADS: u32 = 8;     // column quads per workgroup
@@ -76,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
       for (var z = 1u; z < DEPTH_SLICES; z++) { sum += partial[z * COL_THREADS + lid.x]; }
       if (r < M && col4 < N4) {
         if (HAS_BIAS) { sum += bias[col4]; }
-        out[r * N4 + col4] = sum;
+        store_out4(r * N4 + col4, sum);
       }
     }
     workgroupBarrier();

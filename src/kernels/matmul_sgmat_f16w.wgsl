@@ -33,6 +33,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<u32>;   // packed f16, see above
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // (Cc), read only when HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (R,Cc)
+// @epilogue: out's store; registry.ts's `_gelu` variants swap in lib/gelu_epilogue.wgsl's, which also stores gelu(v).
+fn store_out(i: u32, v: f32) { out[i] = v; }
+// @end-epilogue
 
 // The tiles are constants, not overrides: subgroupMatrixLoad/Store take workgroup arrays of constant size only.
 // registry.ts `matmulSgmatF16W(tiles)` puts `const WG_SM`, `WG_SN` (subgroups along rows, columns) and `BK` (depth per
@@ -108,7 +111,7 @@ fn write_staged(row0: u32, col0: u32, bm: u32, bn: u32, li: u32, slab: u32) {
       var v = stage[e];
       if (HAS_BIAS) { v += bias[c]; }
       if (params.accumulate != 0u) { v += out[slab + r * Cc + c]; }
-      out[slab + r * Cc + c] = v;
+      store_out(slab + r * Cc + c, v);
     }
   }
 }

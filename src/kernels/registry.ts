@@ -45,8 +45,9 @@ import matmulTilesSource from './lib/matmul_tiles.wgsl?raw';
 /**
  * WGSL has no #include, so the eight register-tiled matmul kernels (the six below and the two f16-weight ones in
  * "matmul f16 weights") are each composed here: the kernel's own file (header, Params, bindings, tile strides,
- * `reduction_length`, `load_tiles`, `store_chunk`) followed by lib/matmul_tiles.wgsl (tile overrides, workgroup tiles,
- * accumulators, `outer`, `multiply_tiles`, `main`). The kernel part comes first so that its compile errors keep the
+ * `reduction_length`, the operands' load jobs `fetch_a`/`stash_a`/`fetch_b`/`stash_b`, `store_chunk`) followed by
+ * lib/matmul_tiles.wgsl (tile overrides, workgroup tiles, accumulators, `outer`, `multiply_tiles`, the plain and the
+ * PREFETCH reduction loops, `main`). The kernel part comes first so that its compile errors keep the
  * line numbers of its own file; lines past it belong to the snippet. WGSL module-scope declarations may come in any
  * order, so the snippet can use what the kernel part declares and the other way round.
  */
@@ -56,9 +57,19 @@ function withMatmulTiles(kernelPart: string): string {
 
 /**
  * Tile overrides of the six register-tiled kernels (scalar and vec4 loads × three layouts): a 128×128 output block
- * per workgroup, 8 deep, 8×8 outputs per thread → 256 threads. ops/matmul.ts picks smaller tiles by shape.
+ * per workgroup, 8 deep, 8×8 outputs per thread → 256 threads, no prefetch (0/1 are the bool overrides' false/true).
+ * ops/matmul.ts picks smaller tiles by shape and sets PREFETCH and DOUBLE_BUFFER.
  */
-const MATMUL_TILE_DEFAULTS = { TILE_ROWS: 128, TILE_COLS: 128, TILE_DEPTH: 8, THREAD_ROWS: 8, THREAD_COLS: 8, SPLIT_K: 1 };
+const MATMUL_TILE_DEFAULTS = {
+  TILE_ROWS: 128,
+  TILE_COLS: 128,
+  TILE_DEPTH: 8,
+  THREAD_ROWS: 8,
+  THREAD_COLS: 8,
+  SPLIT_K: 1,
+  PREFETCH: 0,
+  DOUBLE_BUFFER: 0,
+};
 
 const matmulForwardBindings = [
   { name: 'inp', access: 'read' },
@@ -810,6 +821,87 @@ export const embeddingForwardF16W = defineKernel({
   overrides: { WG: 256 },
 });
 // (end of embedding f16 weights)
+
+// ---- fused epilogues ---------------------------------------------------------------------------------------------
+import type { KernelSpec } from './spec.ts';
+import geluEpilogueSource from './lib/gelu_epilogue.wgsl?raw';
+import residualLayernormForwardSource from './residual_layernorm_forward.wgsl?raw';
+
+/** A forward kernel's spec with the GELU epilogue's extra binding. */
+type WithActivated<S> = S extends KernelSpec<infer B, infer U> ? KernelSpec<B | 'activated', U> : never;
+
+/** The text between `// @<name>` and `// @end-<name>` in lib/gelu_epilogue.wgsl. */
+function geluEpiloguePart(name: string): string {
+  const match = new RegExp(`// @${name}\\n([\\s\\S]*?)// @end-${name}\\n`).exec(geluEpilogueSource);
+  if (!match) throw new Error(`lib/gelu_epilogue.wgsl has no @${name} part`);
+  return match[1];
+}
+
+/**
+ * A forward kernel's `_gelu` variant: its `// @epilogue … // @end-epilogue` store (f32 `store_out` or vec4f
+ * `store_out4`) becomes lib/gelu_epilogue.wgsl's, which also stores gelu(out) into a fifth storage binding `activated`
+ * (out's shape), with the gelu function appended. A variant of its own rather than an override on the kernel: the
+ * binding would otherwise be declared by every forward dispatch and, when unused, need a writable stand-in buffer.
+ */
+function geluVariant<B extends string, U extends string>(spec: KernelSpec<B, U>, element: 'f32' | 'vec4'): WithActivated<KernelSpec<B, U>> {
+  const marked = /\/\/ @epilogue[\s\S]*?\/\/ @end-epilogue\n/;
+  if (!marked.test(spec.source) || spec.bindings.length !== 4) throw new Error(`${spec.name} has no GELU epilogue slot`);
+  const source = spec.source.replace(marked, () => geluEpiloguePart(`store-${element}`));
+  return defineKernel<B | 'activated', U>({
+    name: `${spec.name}_gelu`,
+    source: `${source}\n${geluEpiloguePart('gelu')}`,
+    bindings: [...spec.bindings, { name: 'activated', access: 'read_write' }],
+    uniforms: spec.uniforms,
+    overrides: spec.overrides,
+  });
+}
+
+/** matmul_forward with the GELU epilogue: out (M,N) = inp·weight [+ bias], activated (M,N) = gelu(out). */
+export const matmulForwardGelu = geluVariant(matmulForward, 'f32');
+/** matmul_forward_vec4 with the GELU epilogue (K and N multiples of 4). */
+export const matmulForwardVec4Gelu = geluVariant(matmulForwardVec4, 'vec4');
+/** matmul_forward_rows with the GELU epilogue (M ≤ 8, N a multiple of 4). */
+export const matmulForwardRowsGelu = geluVariant(matmulForwardRows, 'vec4');
+/** matmul_forward_f16w with the GELU epilogue. */
+export const matmulForwardF16WGelu = geluVariant(matmulForwardF16W, 'f32');
+/** matmul_forward_rows_f16w with the GELU epilogue. */
+export const matmulForwardRowsF16WGelu = geluVariant(matmulForwardRowsF16W, 'vec4');
+
+const sgmatGeluKernels = new Map<string, WithActivated<ReturnType<typeof matmulSgmatF16W>>>();
+
+/** matmul_sgmat_f16w (one kernel per tile shape) with the GELU epilogue; not for split-K partial products. */
+export function matmulSgmatF16WGelu(tiles: { WG_SM: number; WG_SN: number; BK: number }) {
+  const key = `${tiles.WG_SM}x${tiles.WG_SN}x${tiles.BK}`;
+  let kernel = sgmatGeluKernels.get(key);
+  if (!kernel) {
+    kernel = geluVariant(matmulSgmatF16W(tiles), 'f32');
+    sgmatGeluKernels.set(key, kernel);
+  }
+  return kernel;
+}
+
+/** residual (N,C) = a + b, then out (N,C) = layernorm(residual) with mean (N) and rstd (N), in one dispatch. */
+export const residualLayernormForward = defineKernel({
+  name: 'residual_layernorm_forward',
+  source: residualLayernormForwardSource,
+  bindings: [
+    { name: 'a', access: 'read' },
+    { name: 'b', access: 'read' },
+    { name: 'weight', access: 'read' },
+    { name: 'bias', access: 'read' },
+    { name: 'residual', access: 'read_write' },
+    { name: 'out', access: 'read_write' },
+    { name: 'mean', access: 'read_write' },
+    { name: 'rstd', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'N', type: 'u32' },
+    { name: 'C', type: 'u32' },
+    { name: 'eps', type: 'f32' },
+  ],
+  overrides: { WG: 256 },
+});
+// (end of fused epilogues)
 
 // ---- fast decode -------------------------------------------------------------------------------------------------
 // The single-sequence decoding step (ops/decode-step.ts): fused linear layers, KV append + attention, the ln_f +

@@ -515,9 +515,8 @@ export class Gpt2Decoder {
     });
   }
 
-  private async readLogits(): Promise<Float32Array> {
-    const bytes = this.B * this.config.vocabSize * 4;
-    const buffer = this.readback!;
+  /** A copy of the first `bytes` of a readback buffer, once the submitted work that fills it is done. */
+  private async readBack(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     const mapped = buffer.mapAsync(GPUMapMode.READ, 0, bytes);
     this.mapping = mapped.catch(() => undefined);
     try {
@@ -529,9 +528,13 @@ export class Gpt2Decoder {
       buffer.unmap();
       throw new Error('the decoder was destroyed during generation');
     }
-    const logits = new Float32Array(buffer.getMappedRange(0, bytes).slice(0));
+    const copy = buffer.getMappedRange(0, bytes).slice(0);
     buffer.unmap();
-    return logits;
+    return copy;
+  }
+
+  private async readLogits(): Promise<Float32Array> {
+    return new Float32Array(await this.readBack(this.readback!, this.B * this.config.vocabSize * 4));
   }
 
   /**
@@ -630,20 +633,7 @@ export class Gpt2Decoder {
       after: (encoder) => encoder.copyBufferToBuffer(tokens.buffer, tokens.offset, readback, 0, count * 4),
     });
     this.cached += count;
-    const mapped = readback.mapAsync(GPUMapMode.READ, 0, count * 4);
-    this.mapping = mapped.catch(() => undefined);
-    try {
-      await mapped;
-    } finally {
-      this.mapping = undefined;
-    }
-    if (this.destroyed) {
-      readback.unmap();
-      throw new Error('the decoder was destroyed during generation');
-    }
-    const chosen = Array.from(new Uint32Array(readback.getMappedRange(0, count * 4).slice(0)));
-    readback.unmap();
-    return chosen;
+    return Array.from(new Uint32Array(await this.readBack(readback, count * 4)));
   }
 
   /** Gives every buffer and uniform back to the pool. The model and adapter are not touched. */

@@ -24,9 +24,17 @@ import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
 import { geluBackward, geluForward } from '../ops/gelu.ts';
 import { layernormBackward, layernormForward } from '../ops/layernorm.ts';
 import { loraBackward, loraForward, type LoraDispatches } from '../ops/lora.ts';
-import { matmulBackwardBias, matmulBackwardInput, matmulBackwardWeight, matmulForward, matmulForwardSplitK, splitKFor } from '../ops/matmul.ts';
+import {
+  matmulBackwardBias,
+  matmulBackwardInput,
+  matmulBackwardWeight,
+  matmulForward,
+  matmulForwardSplitK,
+  splitKFor,
+  type MatmulEpilogue,
+} from '../ops/matmul.ts';
 import { matmulBackwardInputF16W, matmulForwardF16W, matmulForwardF16WSplitK, packF16, type F16Weights } from '../ops/matmul-f16.ts';
-import { residualForward } from '../ops/residual.ts';
+import { residualLayernormForward } from '../ops/residual-layernorm.ts';
 import { validateModelConfig, type ModelConfig } from './config.ts';
 import { loraScale, type LoraAdapter, type LoraSite } from './lora.ts';
 import {
@@ -706,15 +714,28 @@ class RunBuilder {
   }
 }
 
-/** out (BT,outDim) = inp·W + b, plus the LoRA update when the site is adapted. */
-async function linearForward(r: RunBuilder, list: Dispatch[], l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) {
+/**
+ * out (BT,outDim) = inp·W + b, plus the LoRA update when the site is adapted. With `activated`, also activated =
+ * gelu(out) (c_fc): fused into the matmul's store when nothing is added to out after it, else a gelu_forward dispatch
+ * after the LoRA update.
+ */
+async function linearForward(
+  r: RunBuilder,
+  list: Dispatch[],
+  l: number,
+  module: LinearModule,
+  inp: GpuTensor,
+  out: GpuTensor,
+  activated?: GpuTensor,
+) {
   const [K, N] = linearShape(r.config, module);
   const name = `h.${l}.${module}.weight`;
   const bias = r.param(`h.${l}.${module}.bias`);
   const packed = r.model.f16Weight(name);
-  if (packed) list.push(await matmulForwardF16W(r.gpu, { out, inp, weight: packed, bias }, { M: r.BT, N, K }));
-  else list.push(await matmulForward(r.gpu, { out, inp, weight: r.param(name), bias }, { M: r.BT, N, K }));
   const site = r.site(l, module);
+  const epilogue: MatmulEpilogue | undefined = activated && !site ? { kind: 'gelu', activated } : undefined;
+  if (packed) list.push(await matmulForwardF16W(r.gpu, { out, inp, weight: packed, bias, epilogue }, { M: r.BT, N, K }));
+  else list.push(await matmulForward(r.gpu, { out, inp, weight: r.param(name), bias, epilogue }, { M: r.BT, N, K }));
   if (site) {
     const lora = await loraForward(
       r.gpu,
@@ -724,6 +745,7 @@ async function linearForward(r: RunBuilder, list: Dispatch[], l: number, module:
     );
     list.push(...lora.dispatches);
     r.seeded.push({ index: site.index, lora });
+    if (activated) list.push(await geluForward(r.gpu, { out: activated, inp: out }, { n: r.BT * N }));
   }
 }
 
@@ -806,9 +828,11 @@ async function blockLayernormBackward(r: RunBuilder, list: Dispatch[], l: number
 }
 
 /**
- * The forward pass: embedding; per block ln_1, c_attn (+LoRA), attention, attn.c_proj (+LoRA), residual, ln_2, c_fc
- * (+LoRA), gelu, mlp.c_proj (+LoRA), residual; ln_f; the classifier chunk by chunk (logits = lnf·wteᵀ, fused
- * cross-entropy; in training dlogits in place, dlnf = dlogits·wte and dwte += dlogitsᵀ·lnf right after); metrics.
+ * The forward pass: embedding; block 0's ln_1; per block c_attn (+LoRA), attention, attn.c_proj (+LoRA), residual2
+ * with ln_2 (one dispatch), c_fc (+LoRA) with its GELU (fused into the matmul unless LoRA adds to c_fc's output),
+ * mlp.c_proj (+LoRA), residual3 with the LayerNorm that reads it (the next block's ln_1, or ln_f after the last block;
+ * one dispatch); the classifier chunk by chunk (logits = lnf·wteᵀ, fused cross-entropy; in training dlogits in place,
+ * dlnf = dlogits·wte and dwte += dlogitsᵀ·lnf right after); metrics.
  */
 async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
   const { gpu, config, B, T, BT } = r;
@@ -823,48 +847,33 @@ async function gpt2Forward(r: RunBuilder): Promise<Dispatch[]> {
   const embedding = { out: r.view('encoded'), ids: r.view('ids'), wpe: r.param(WPE) };
   if (packedWte) list.push(await embeddingForwardF16W(gpu, { ...embedding, wte: packedWte }, { B, T, C, V }));
   else list.push(await embeddingForward(gpu, { ...embedding, wte: r.param(WTE) }, { B, T, C, V }));
+  // A LayerNorm's outputs and parameters: block l's ln_1 or ln_2, or ln_f.
+  const blockLn = (l: number, ln: 'ln_1' | 'ln_2') => {
+    const kind = ln === 'ln_1' ? 'ln1' : 'ln2';
+    const [weight, bias] = [r.param(`h.${l}.${ln}.weight`), r.param(`h.${l}.${ln}.bias`)];
+    return { out: r.act(l, kind), mean: r.act(l, `${kind}Mean`), rstd: r.act(l, `${kind}Rstd`), weight, bias };
+  };
+  const lnf = r.view('lnf');
+  const finalLn = { out: lnf, mean: r.view('lnfMean'), rstd: r.view('lnfRstd'), weight: r.param('ln_f.weight'), bias: r.param('ln_f.bias') };
+  const lnShape = { N: BT, C, eps };
+
+  // Block 0's ln_1 reads the embedding; every later LayerNorm is fused with the residual add that feeds it.
+  list.push(await layernormForward(gpu, { ...blockLn(0, 'ln_1'), inp: r.blockInput(0) }, lnShape));
   for (let l = 0; l < config.nLayer; l++) {
     const act = (kind: string) => r.act(l, kind);
-    const w = (name: string) => r.param(`h.${l}.${name}`);
-    const input = r.blockInput(l);
-    list.push(
-      await layernormForward(
-        gpu,
-        { out: act('ln1'), mean: act('ln1Mean'), rstd: act('ln1Rstd'), inp: input, weight: w('ln_1.weight'), bias: w('ln_1.bias') },
-        { N: BT, C, eps },
-      ),
-    );
     await linearForward(r, list, l, 'attn.c_attn', act('ln1'), act('qkv'));
     list.push(await attentionForward(gpu, { out: act('atty'), lse: act('attLse'), qkv: act('qkv') }, { B, T, C, NH }));
     await linearForward(r, list, l, 'attn.c_proj', act('atty'), act('attproj'));
-    list.push(await residualForward(gpu, { out: act('residual2'), a: input, b: act('attproj') }, BT * C));
-    list.push(
-      await layernormForward(
-        gpu,
-        { out: act('ln2'), mean: act('ln2Mean'), rstd: act('ln2Rstd'), inp: act('residual2'), weight: w('ln_2.weight'), bias: w('ln_2.bias') },
-        { N: BT, C, eps },
-      ),
-    );
-    await linearForward(r, list, l, 'mlp.c_fc', act('ln2'), act('fch'));
-    list.push(await geluForward(gpu, { out: act('fchGelu'), inp: act('fch') }, { n: BT * 4 * C }));
+    // residual2 = block input + attproj, and ln_2 of it.
+    const residual2 = { residual: act('residual2'), a: r.blockInput(l), b: act('attproj') };
+    list.push(await residualLayernormForward(gpu, { ...residual2, ...blockLn(l, 'ln_2') }, lnShape));
+    await linearForward(r, list, l, 'mlp.c_fc', act('ln2'), act('fch'), act('fchGelu'));
     await linearForward(r, list, l, 'mlp.c_proj', act('fchGelu'), act('fcproj'));
-    list.push(await residualForward(gpu, { out: act('residual3'), a: act('residual2'), b: act('fcproj') }, BT * C));
+    // residual3 = residual2 + fcproj, and the LayerNorm that reads it: the next block's ln_1, or ln_f.
+    const residual3 = { residual: act('residual3'), a: act('residual2'), b: act('fcproj') };
+    const next = l + 1 < config.nLayer ? blockLn(l + 1, 'ln_1') : finalLn;
+    list.push(await residualLayernormForward(gpu, { ...residual3, ...next }, lnShape));
   }
-  const lnf = r.view('lnf');
-  list.push(
-    await layernormForward(
-      gpu,
-      {
-        out: lnf,
-        mean: r.view('lnfMean'),
-        rstd: r.view('lnfRstd'),
-        inp: r.act(config.nLayer - 1, 'residual3'),
-        weight: r.param('ln_f.weight'),
-        bias: r.param('ln_f.bias'),
-      },
-      { N: BT, C, eps },
-    ),
-  );
 
   const logits = r.view('logits'); // (chunk, V); dlogits in place when training
   const dwte = r.grad(WTE);

@@ -15,8 +15,11 @@ export const LAYERNORM_ROWS_PER_BLOCK = 32;
 /** Threads per workgroup for the column-parallel kernels. */
 const COLUMN_WG = 256;
 
-/** Threads per row: a power of two, no wider than the row needs (C = 36 gets 64), between 32 and 256. */
-function rowWorkgroupSize(C: number): number {
+/**
+ * Threads per row: a power of two, no wider than the row needs (C = 36 gets 64), between 32 and 256. Shared with
+ * ops/residual-layernorm.ts, so that both kernels reduce a row in the same tree and give the same mean and rstd.
+ */
+export function rowWorkgroupSize(C: number): number {
   let size = 32;
   while (size < C && size < 256) size *= 2;
   return size;

@@ -26,6 +26,12 @@ import {
   matmulSgmatF16W as matmulSgmatF16WKernel,
 } from '../../kernels/registry.ts';
 import { checkLength, checkShape, matmulSplitReduce, planMatmul, rowsLaunch, tileOverrides, type MatmulShape, type MatmulTiles } from './matmul.ts';
+import { checkEpilogue, type MatmulEpilogue } from './matmul.ts';
+import {
+  matmulForwardF16WGelu as matmulForwardF16WGeluKernel,
+  matmulForwardRowsF16WGelu as matmulForwardRowsF16WGeluKernel,
+  matmulSgmatF16WGelu as matmulSgmatF16WGeluKernel,
+} from '../../kernels/registry.ts';
 
 /** A frozen weight W (K,N) on the GPU as packed f16 pairs: `packed` holds K·ceil(N/2) u32 elements. */
 export interface F16Weights {
@@ -120,12 +126,13 @@ function planTiles(rows: number, cols: number, depth: number, tiles?: Partial<Ma
 
 
 /**
- * out (M,N) = inp (M,K) · W (K,N) [+ bias (N)], W stored as f16. Without a bias the kernel is compiled with
- * HAS_BIAS = false and the packed weight fills the unused bias binding (never read).
+ * out (M,N) = inp (M,K) · W (K,N) [+ bias (N)], W stored as f16, and the `epilogue`'s output when given (ops/matmul.ts
+ * MatmulEpilogue). Without a bias the kernel is compiled with HAS_BIAS = false and the packed weight fills the unused
+ * bias binding (never read).
  */
 export async function matmulForwardF16W(
   gpu: GpuContext,
-  t: { out: GpuTensor; inp: GpuTensor; weight: F16Weights; bias?: GpuTensor },
+  t: { out: GpuTensor; inp: GpuTensor; weight: F16Weights; bias?: GpuTensor; epilogue?: MatmulEpilogue },
   shape: MatmulShape,
   tiles?: Partial<MatmulTiles>,
 ): Promise<Dispatch> {
@@ -135,21 +142,26 @@ export async function matmulForwardF16W(
   checkLength('matmulForwardF16W', t.inp, M * K, 'inp (M,K)');
   checkLength('matmulForwardF16W', t.out, M * N, 'out (M,N)');
   if (t.bias) checkLength('matmulForwardF16W', t.bias, N, 'bias (N)');
+  if (t.epilogue) checkEpilogue('matmulForwardF16W', t.epilogue, t.out, M * N);
+  const activated = t.epilogue?.activated;
+  const bindings = { inp: t.inp, weight: t.weight.packed, bias: t.bias ?? t.weight.packed, out: t.out };
   const rows = planMatmul('forward', shape, tiles);
   if (rows.kernel === 'rows') {
-    const bindings = { inp: t.inp, weight: t.weight.packed, bias: t.bias ?? t.weight.packed, out: t.out };
-    return gpu.prepare(matmulForwardRowsF16WKernel, { bindings, uniforms: { M, N, K }, ...rowsLaunch(gpu, rows.rows, N, t.bias ? 1 : 0) });
+    const launch = { uniforms: { M, N, K }, ...rowsLaunch(gpu, rows.rows, N, t.bias ? 1 : 0) };
+    if (activated) return gpu.prepare(matmulForwardRowsF16WGeluKernel, { bindings: { ...bindings, activated }, ...launch });
+    return gpu.prepare(matmulForwardRowsF16WKernel, { bindings, ...launch });
   }
   if (useSgmat(gpu, M, N, tiles)) {
-    return prepareSgmat(gpu, { act: t.inp, weight: t.weight.packed, bias: t.bias, out: t.out }, { R: M, Cc: N, D: K, transposed: false, accumulate: false });
+    return prepareSgmat(gpu, { act: t.inp, weight: t.weight.packed, bias: t.bias, out: t.out, activated }, { R: M, Cc: N, D: K, transposed: false, accumulate: false });
   }
   const plan = planTiles(M, N, K, tiles);
-  return gpu.prepare(matmulForwardF16WKernel, {
-    bindings: { inp: t.inp, weight: t.weight.packed, bias: t.bias ?? t.weight.packed, out: t.out },
+  const launch = {
     uniforms: { M, N, K },
     overrides: { ...tileOverrides(gpu, 'matmulForwardF16W', plan), HAS_BIAS: t.bias ? 1 : 0 },
-    workgroups: [Math.ceil(N / plan.TILE_COLS), Math.ceil(M / plan.TILE_ROWS)],
-  });
+    workgroups: [Math.ceil(N / plan.TILE_COLS), Math.ceil(M / plan.TILE_ROWS)] as [number, number],
+  };
+  if (activated) return gpu.prepare(matmulForwardF16WGeluKernel, { bindings: { ...bindings, activated }, ...launch });
+  return gpu.prepare(matmulForwardF16WKernel, { bindings, ...launch });
 }
 
 /** dinp (M,K) = dout (M,N) · Wᵀ, or += with `accumulate`, W stored as f16. */
@@ -212,47 +224,56 @@ export function planSgmat(): SgmatTiles {
 
 /**
  * out (R,Cc) = or += act (R,D) · B [+ bias] on the tensor cores; B = weight (D,Cc), or weightᵀ for weight (Cc,D)
- * when `transposed`, packed f16 pairs along each weight row.
+ * when `transposed`, packed f16 pairs along each weight row. With `activated` (R,Cc) the GELU epilogue also stores
+ * gelu(out) there (the final out, after bias and accumulate); not for split-K partial products.
  */
 export async function prepareSgmat(
   gpu: GpuContext,
-  t: { act: GpuTensor; weight: GpuTensor; bias?: GpuTensor; out: GpuTensor },
+  t: { act: GpuTensor; weight: GpuTensor; bias?: GpuTensor; out: GpuTensor; activated?: GpuTensor },
   s: { R: number; Cc: number; D: number; transposed: boolean; accumulate: boolean },
   tiles: SgmatTiles = planSgmat(),
   splits = 1,
 ): Promise<Dispatch> {
   const bm = 32 * tiles.WG_SM;
   const bn = 32 * tiles.WG_SN;
-  if (splits > 1 && (t.bias || s.accumulate)) throw new RangeError('prepareSgmat: a split-K product takes no bias and does not accumulate');
-  return gpu.prepare(matmulSgmatF16WKernel(tiles), {
-    bindings: { act: t.act, weight: t.weight, bias: t.bias ?? t.weight, out: t.out },
+  if (splits > 1 && (t.bias || s.accumulate || t.activated)) {
+    throw new RangeError('prepareSgmat: a split-K product takes no bias or epilogue and does not accumulate');
+  }
+  const bindings = { act: t.act, weight: t.weight, bias: t.bias ?? t.weight, out: t.out };
+  const launch = {
     uniforms: { R: s.R, Cc: s.Cc, D: s.D, accumulate: s.accumulate ? 1 : 0 },
     overrides: { HAS_BIAS: t.bias ? 1 : 0, TRANSPOSED: s.transposed ? 1 : 0, SPLIT_K: splits },
-    workgroups: [Math.ceil(s.Cc / bn), Math.ceil(s.R / bm), splits],
-  });
+    workgroups: [Math.ceil(s.Cc / bn), Math.ceil(s.R / bm), splits] as [number, number, number],
+  };
+  if (t.activated) {
+    checkEpilogue('prepareSgmat', { kind: 'gelu', activated: t.activated }, t.out, s.R * s.Cc);
+    return gpu.prepare(matmulSgmatF16WGeluKernel(tiles), { bindings: { ...bindings, activated: t.activated }, ...launch });
+  }
+  return gpu.prepare(matmulSgmatF16WKernel(tiles), { bindings, ...launch });
 }
 
 /**
  * out (M,N) = inp (M,K) · W (K,N), W stored as f16, with the reduction split `splits` ways (see ops/matmul.ts
  * `matmulForwardSplitK`): partial products in `scratch` (splits·M·N), then summed. No bias. Tensor cores as
- * matmulForwardF16W chooses them.
+ * matmulForwardF16W chooses them (given `tiles` pin the f32-arithmetic kernel, as there).
  */
 export async function matmulForwardF16WSplitK(
   gpu: GpuContext,
   t: { out: GpuTensor; inp: GpuTensor; weight: F16Weights; scratch: GpuTensor },
   shape: MatmulShape,
   splits: number,
+  tiles?: Partial<MatmulTiles>,
 ): Promise<Dispatch[]> {
   const { M, N, K } = shape;
-  if (splits <= 1) return [await matmulForwardF16W(gpu, t, shape)];
+  if (splits <= 1) return [await matmulForwardF16W(gpu, t, shape, tiles)];
   checkShape('matmulForwardF16WSplitK', shape);
   checkWeight('matmulForwardF16WSplitK', t.weight, shape);
   checkLength('matmulForwardF16WSplitK', t.inp, M * K, 'inp (M,K)');
   checkLength('matmulForwardF16WSplitK', t.scratch, splits * M * N, 'scratch (splits,M,N)');
-  const partial = useSgmat(gpu, M, N, undefined)
+  const partial = useSgmat(gpu, M, N, tiles)
     ? await prepareSgmat(gpu, { act: t.inp, weight: t.weight.packed, out: t.scratch }, { R: M, Cc: N, D: K, transposed: false, accumulate: false }, undefined, splits)
     : await (async () => {
-        const plan = planTiles(M, N, K);
+        const plan = planTiles(M, N, K, tiles);
         return gpu.prepare(matmulForwardF16WKernel, {
           bindings: { inp: t.inp, weight: t.weight.packed, bias: t.weight.packed, out: t.scratch },
           uniforms: { M, N, K },

@@ -3,7 +3,9 @@
 //   backward input   dinp (M,K)  = or += dout (M,N) · weightᵀ
 //   backward weight  dweight (K,N) += inpᵀ · dout
 //   backward bias    dbias (N)   += column sums of dout
-// M is the number of tokens (B*T), K the input features, N the output features.
+// M is the number of tokens (B*T), K the input features, N the output features. The forward can also store an
+// epilogue's output from the same dispatch (MatmulEpilogue: gelu(out) for GPT-2's c_fc), through the kernels' `_gelu`
+// variants.
 //
 // Which kernel runs is decided here, once per prepared dispatch, from the shape (planMatmul):
 // - Register-tiled kernels (matmul_forward, matmul_backward_input, matmul_backward_weight; the tiling is described
@@ -23,6 +25,11 @@
 //   which keeps every row in one workgroup and splits K over 32 threads per column quad, because tiles over so few
 //   rows own too few outputs to keep a GPU busy (M = 1, N = 768: 192 threads of 4×4 outputs). Split K adds in a
 //   different order, so it is used only where asked for, never chosen automatically. ROWS = 1, 4 or 8.
+// - PREFETCH (a tile field, off in every automatic tile for now): the tiled kernels load the next depth step into
+//   registers while they multiply the current one (lib/matmul_tiles.wgsl), and with DOUBLE_BUFFER keep two copies of
+//   the workgroup tiles so that a step needs one barrier instead of two. A tile whose loads do not fit the kernels'
+//   registers for it (more than MATMUL_PREFETCH_SLOTS per operand per thread: the 4-row decoding tile) runs without;
+//   DOUBLE_BUFFER is dropped where two copies exceed the device's workgroup memory. Same products either way.
 // Other given `tiles` pin the tiled kernel (tests and benchmarks use them); fields not given come from the automatic
 // choice.
 
@@ -37,6 +44,11 @@ import {
   matmulForwardRows as matmulForwardRowsKernel,
   matmulForwardVec4 as matmulForwardVec4Kernel,
   matmulSplitReduce as matmulSplitReduceKernel,
+} from '../../kernels/registry.ts';
+import {
+  matmulForwardGelu as matmulForwardGeluKernel,
+  matmulForwardRowsGelu as matmulForwardRowsGeluKernel,
+  matmulForwardVec4Gelu as matmulForwardVec4GeluKernel,
 } from '../../kernels/registry.ts';
 
 export interface MatmulShape {
@@ -60,6 +72,13 @@ export interface MatmulTiles {
   TILE_DEPTH: number;
   THREAD_ROWS?: number;
   THREAD_COLS?: number;
+  /**
+   * Load the next depth step into registers during the multiply (see the header). Asked for explicitly on a tile
+   * that cannot hold it (`prefetchFits`), a RangeError; inherited from the automatic choice, dropped there.
+   */
+  PREFETCH?: boolean;
+  /** With PREFETCH: two copies of the workgroup tiles, one barrier per depth step (dropped where they do not fit). */
+  DOUBLE_BUFFER?: boolean;
 }
 
 /** The tiled kernels' own defaults, and the tile for large outputs: 128×128×8, 8×8 per thread, 256 threads. */
@@ -69,6 +88,8 @@ export const DEFAULT_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
   TILE_DEPTH: 8,
   THREAD_ROWS: 8,
   THREAD_COLS: 8,
+  PREFETCH: false,
+  DOUBLE_BUFFER: false,
 };
 /** Mid-sized outputs: 64×64×16, 4×4 per thread, 256 threads (4× the workgroups of the large tile). */
 export const MEDIUM_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
@@ -77,6 +98,8 @@ export const MEDIUM_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
   TILE_DEPTH: 16,
   THREAD_ROWS: 4,
   THREAD_COLS: 4,
+  PREFETCH: false,
+  DOUBLE_BUFFER: false,
 };
 /** 5 to 16 output rows: 16×64×16, 4×4 per thread, 64 threads. */
 export const SHORT_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
@@ -85,6 +108,8 @@ export const SHORT_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
   TILE_DEPTH: 16,
   THREAD_ROWS: 4,
   THREAD_COLS: 4,
+  PREFETCH: false,
+  DOUBLE_BUFFER: false,
 };
 /** At most 4 output rows (a decoding step's LM head: rows = B, cols = V): 4×128×16, 4×4 per thread, 32 threads. */
 export const TINY_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
@@ -93,6 +118,8 @@ export const TINY_MATMUL_TILES: Readonly<Required<MatmulTiles>> = {
   TILE_DEPTH: 16,
   THREAD_ROWS: 4,
   THREAD_COLS: 4,
+  PREFETCH: false,
+  DOUBLE_BUFFER: false,
 };
 /**
  * The large tile is used only when it yields at least this many workgroups. Measured on an H100 (bench/gpu-check.ts
@@ -141,6 +168,24 @@ function threadBlock(tileDim: number): number {
   return tileDim >= 128 && tileDim % 8 === 0 ? 8 : 4;
 }
 
+/**
+ * The most load jobs per operand a thread keeps in registers with PREFETCH: lib/matmul_tiles.wgsl FETCH_SLOTS (a
+ * private array needs a constant size, so the two must agree).
+ */
+export const MATMUL_PREFETCH_SLOTS = 4;
+
+/**
+ * Whether every tiled kernel can prefetch with these tiles: a depth step's loads, counted as the scalar-load kernels
+ * cut them (one vec4 per job, TILE_ROWS/4 · TILE_DEPTH for a_tile and TILE_COLS/4 · TILE_DEPTH for b_tile; the vec4
+ * kernels have fewer, larger jobs), spread over the threads, are at most MATMUL_PREFETCH_SLOTS per thread. The kernels
+ * check the same and run without prefetch otherwise.
+ */
+export function prefetchFits(t: Omit<Required<MatmulTiles>, 'PREFETCH' | 'DOUBLE_BUFFER'>): boolean {
+  const threads = (t.TILE_ROWS / t.THREAD_ROWS) * (t.TILE_COLS / t.THREAD_COLS);
+  const perThread = (tileDim: number) => Math.ceil(((tileDim / 4) * t.TILE_DEPTH) / threads);
+  return perThread(t.TILE_ROWS) <= MATMUL_PREFETCH_SLOTS && perThread(t.TILE_COLS) <= MATMUL_PREFETCH_SLOTS;
+}
+
 function resolveTiles(base: Readonly<Required<MatmulTiles>>, given: Partial<MatmulTiles> = {}): Required<MatmulTiles> {
   const resolved: Required<MatmulTiles> = {
     TILE_ROWS: given.TILE_ROWS ?? base.TILE_ROWS,
@@ -148,6 +193,8 @@ function resolveTiles(base: Readonly<Required<MatmulTiles>>, given: Partial<Matm
     TILE_DEPTH: given.TILE_DEPTH ?? base.TILE_DEPTH,
     THREAD_ROWS: given.THREAD_ROWS ?? (given.TILE_ROWS === undefined ? base.THREAD_ROWS : threadBlock(given.TILE_ROWS)),
     THREAD_COLS: given.THREAD_COLS ?? (given.TILE_COLS === undefined ? base.THREAD_COLS : threadBlock(given.TILE_COLS)),
+    PREFETCH: given.PREFETCH ?? base.PREFETCH,
+    DOUBLE_BUFFER: given.DOUBLE_BUFFER ?? base.DOUBLE_BUFFER,
   };
   const { TILE_ROWS, TILE_COLS, TILE_DEPTH, THREAD_ROWS, THREAD_COLS } = resolved;
   const bad =
@@ -165,6 +212,20 @@ function resolveTiles(base: Readonly<Required<MatmulTiles>>, given: Partial<Matm
         'TILE_DEPTH a positive multiple of 4',
     );
   }
+  // Prefetch is a speed setting: inherited where it cannot apply, it is dropped; asked for there, an error.
+  if (resolved.PREFETCH && !prefetchFits(resolved)) {
+    if (given.PREFETCH) {
+      throw new RangeError(
+        `matmul tiles ${JSON.stringify(resolved)}: PREFETCH needs at most ${MATMUL_PREFETCH_SLOTS} loads of TILE_ROWS/4 · ` +
+          'TILE_DEPTH (and of TILE_COLS/4 · TILE_DEPTH) per thread',
+      );
+    }
+    resolved.PREFETCH = false;
+  }
+  if (given.DOUBLE_BUFFER && !resolved.PREFETCH) {
+    throw new RangeError(`matmul tiles ${JSON.stringify(resolved)}: DOUBLE_BUFFER needs PREFETCH`);
+  }
+  resolved.DOUBLE_BUFFER &&= resolved.PREFETCH;
   return resolved;
 }
 
@@ -197,13 +258,15 @@ export function checkLength(name: string, tensor: GpuTensor, needed: number, wha
   }
 }
 
-/** Tile overrides, after checking them against the device's workgroup limits. */
-/** Tile overrides, after checking them against the device's workgroup limits (also used by matmul-f16.ts). */
-export function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
+/**
+ * The tiles as this device runs them, after checking them against its workgroup limits: DOUBLE_BUFFER is dropped
+ * where two copies of the tiles exceed its workgroup memory (one copy must fit, else a RangeError).
+ */
+export function deviceTiles(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Required<MatmulTiles> {
   const limits = gpu.device.limits;
   const cols = t.TILE_COLS / t.THREAD_COLS;
   const rows = t.TILE_ROWS / t.THREAD_ROWS;
-  // Both tiles at their largest (padded by 4 floats per depth row), in bytes.
+  // One copy of both tiles at their largest (padded by 4 floats per depth row), in bytes.
   const bytes = t.TILE_DEPTH * (t.TILE_ROWS + 4 + t.TILE_COLS + 4) * 4;
   if (
     cols * rows > limits.maxComputeInvocationsPerWorkgroup ||
@@ -217,7 +280,22 @@ export function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulT
         `${limits.maxComputeWorkgroupStorageSize} bytes)`,
     );
   }
-  return { ...t };
+  const doubleBuffer = t.PREFETCH && t.DOUBLE_BUFFER && 2 * bytes <= limits.maxComputeWorkgroupStorageSize;
+  return { ...t, DOUBLE_BUFFER: doubleBuffer };
+}
+
+/** Tile overrides (bools as 0/1) of deviceTiles (also used by matmul-f16.ts). */
+export function tileOverrides(gpu: GpuContext, name: string, t: Required<MatmulTiles>): Record<string, number> {
+  const d = deviceTiles(gpu, name, t);
+  return {
+    TILE_ROWS: d.TILE_ROWS,
+    TILE_COLS: d.TILE_COLS,
+    TILE_DEPTH: d.TILE_DEPTH,
+    THREAD_ROWS: d.THREAD_ROWS,
+    THREAD_COLS: d.THREAD_COLS,
+    PREFETCH: d.PREFETCH ? 1 : 0,
+    DOUBLE_BUFFER: d.DOUBLE_BUFFER ? 1 : 0,
+  };
 }
 
 /** Overrides and grid of the few-rows forward kernel (f32 or f16 weights) for `rows` (1, 4 or 8) and N columns. */
@@ -233,13 +311,36 @@ function tileGrid(rows: number, cols: number, t: MatmulTiles): [number, number] 
   return [Math.ceil(cols / t.TILE_COLS), Math.ceil(rows / t.TILE_ROWS)];
 }
 
+// ---- fused epilogues (forward only) ----
+
 /**
- * out (M,N) = inp (M,K) · weight (K,N) [+ bias (N)]. Without a bias the kernel is compiled with HAS_BIAS = false and
- * `weight` fills the unused bias binding (a read-only alias that is never read), so no placeholder buffer exists.
+ * What the forward stores besides out, in the same dispatch. 'gelu': activated (M,N) = gelu(out), GPT-2's tanh form
+ * with gelu_forward.wgsl's arithmetic (GPT-2's c_fc then its GELU); out still holds the pre-activation, which
+ * gelu_backward reads. The kernels' `_gelu` variants (registry.ts, lib/gelu_epilogue.wgsl) do it in their store.
+ */
+export interface MatmulEpilogue {
+  kind: 'gelu';
+  activated: GpuTensor;
+}
+
+/** A RangeError unless the epilogue's tensor holds (M,N) and does not overlap out (also used by matmul-f16.ts). */
+export function checkEpilogue(name: string, epilogue: MatmulEpilogue, out: GpuTensor, elements: number): void {
+  checkLength(name, epilogue.activated, elements, 'activated (M,N)');
+  const a = epilogue.activated;
+  if (a.buffer === out.buffer && a.offset < out.offset + elements * 4 && out.offset < a.offset + elements * 4) {
+    throw new RangeError(`${name}: activated (${a.label}) overlaps out (${out.label})`);
+  }
+}
+// (end of fused epilogues)
+
+/**
+ * out (M,N) = inp (M,K) · weight (K,N) [+ bias (N)], and the `epilogue`'s output when given. Without a bias the kernel
+ * is compiled with HAS_BIAS = false and `weight` fills the unused bias binding (a read-only alias that is never read),
+ * so no placeholder buffer exists.
  */
 export async function matmulForward(
   gpu: GpuContext,
-  t: { out: GpuTensor; inp: GpuTensor; weight: GpuTensor; bias?: GpuTensor },
+  t: { out: GpuTensor; inp: GpuTensor; weight: GpuTensor; bias?: GpuTensor; epilogue?: MatmulEpilogue },
   shape: MatmulShape,
   tiles?: Partial<MatmulTiles>,
 ): Promise<Dispatch> {
@@ -249,16 +350,23 @@ export async function matmulForward(
   checkLength('matmulForward', t.weight, K * N, 'weight (K,N)');
   checkLength('matmulForward', t.out, M * N, 'out (M,N)');
   if (t.bias) checkLength('matmulForward', t.bias, N, 'bias (N)');
+  if (t.epilogue) checkEpilogue('matmulForward', t.epilogue, t.out, M * N);
   const bindings = { inp: t.inp, weight: t.weight, bias: t.bias ?? t.weight, out: t.out };
+  const activated = t.epilogue?.activated;
   const hasBias = t.bias ? 1 : 0;
   const plan = planMatmul('forward', shape, tiles);
-  if (plan.kernel === 'rows') return gpu.prepare(matmulForwardRowsKernel, { bindings, uniforms: { M, N, K }, ...rowsLaunch(gpu, plan.rows, N, hasBias) });
-  return gpu.prepare(plan.vec4 ? matmulForwardVec4Kernel : matmulForwardKernel, {
-    bindings,
+  if (plan.kernel === 'rows') {
+    const launch = { uniforms: { M, N, K }, ...rowsLaunch(gpu, plan.rows, N, hasBias) };
+    if (activated) return gpu.prepare(matmulForwardRowsGeluKernel, { bindings: { ...bindings, activated }, ...launch });
+    return gpu.prepare(matmulForwardRowsKernel, { bindings, ...launch });
+  }
+  const launch = {
     uniforms: { M, N, K },
     overrides: { ...tileOverrides(gpu, 'matmulForward', plan.tiles), HAS_BIAS: hasBias },
     workgroups: tileGrid(M, N, plan.tiles),
-  });
+  };
+  if (activated) return gpu.prepare(plan.vec4 ? matmulForwardVec4GeluKernel : matmulForwardGeluKernel, { bindings: { ...bindings, activated }, ...launch });
+  return gpu.prepare(plan.vec4 ? matmulForwardVec4Kernel : matmulForwardKernel, { bindings, ...launch });
 }
 
 /**
@@ -294,21 +402,22 @@ export async function matmulSplitReduce(
 /**
  * out (M,N) = inp (M,K) · weight (K,N) with the reduction split `splits` ways (lib/matmul_tiles.wgsl SPLIT_K): the
  * partial products go to `scratch` (at least splits·M·N), then matmul_split_reduce sums them into out. No bias.
- * Two dispatches; the same result as matmulForward up to the order of the f32 additions.
+ * Two dispatches; the same result as matmulForward up to the order of the f32 additions. `tiles` as for matmulForward.
  */
 export async function matmulForwardSplitK(
   gpu: GpuContext,
   t: { out: GpuTensor; inp: GpuTensor; weight: GpuTensor; scratch: GpuTensor },
   shape: MatmulShape,
   splits: number,
+  tiles?: Partial<MatmulTiles>,
 ): Promise<Dispatch[]> {
   const { M, N, K } = shape;
   checkShape('matmulForwardSplitK', shape);
   checkLength('matmulForwardSplitK', t.inp, M * K, 'inp (M,K)');
   checkLength('matmulForwardSplitK', t.weight, K * N, 'weight (K,N)');
   checkLength('matmulForwardSplitK', t.scratch, splits * M * N, 'scratch (splits,M,N)');
-  const plan = planMatmul('forward', shape);
-  if (splits <= 1 || plan.kernel !== 'tiled') return [await matmulForward(gpu, t, shape)];
+  const plan = planMatmul('forward', shape, tiles);
+  if (splits <= 1 || plan.kernel !== 'tiled') return [await matmulForward(gpu, t, shape, tiles)];
   const partial = await gpu.prepare(plan.vec4 ? matmulForwardVec4Kernel : matmulForwardKernel, {
     bindings: { inp: t.inp, weight: t.weight, bias: t.weight, out: t.scratch },
     uniforms: { M, N, K },
