@@ -13,11 +13,14 @@ import {
   decodeHead,
   decodeHeadGroups,
   decodeLinear,
+  decodeSample,
   decodeSelect,
   decodeStepSupport,
+  sampleUniforms,
   type DecodeEpilogue,
 } from '../src/engine/ops/decode-step.ts';
 import { uploadF16Weights } from '../src/engine/ops/matmul-f16.ts';
+import { nextTokenDistribution, samplingOptions } from '../src/engine/generate/sampling.ts';
 import { attentionDecode, kvCacheWrite } from '../src/engine/reference/decode.ts';
 import { roundToF16 } from '../src/engine/reference/f16.ts';
 import { gelu } from '../src/engine/reference/gelu.ts';
@@ -245,5 +248,70 @@ describe('decode_attention: KV append and attention over the cache', () => {
     expect(decodeStepSupport(gpu, { C: 36, NH: 3, V: 10, maxT: 40 })).toMatch(/head size 12/); // HS/4 = 3
     expect(decodeStepSupport(gpu, { C: 30, NH: 3, V: 10, maxT: 40 })).toMatch(/multiple of 4/);
     expect(decodeStepSupport(gpu, { C: 24, NH: 3, V: 10, maxT: 100_000 })).toMatch(/context/);
+  });
+});
+
+describe('decode_sample: top-k and temperature, drawn on the GPU', () => {
+  /** `draws` tokens drawn from `logits`, one dispatch per draw (each at the next position, so with new noise). */
+  async function draw(logits: ArrayLike<number>, draws: number, sampling: { temperature: number; topK: number; seed: number }) {
+    const V = logits.length;
+    const state = gpu.uploadU32(Uint32Array.from([0, 0, 0, 0]), 'state');
+    const tokens = gpu.tensor(draws, 'tokens');
+    const d = await decodeSample(gpu, { logits: gpu.upload(logits, 'logits'), state, tokens }, V, sampling);
+    gpu.submit(Array.from({ length: draws }, () => d));
+    const got = await gpu.readU32(tokens);
+    d.release();
+    return Array.from(got);
+  }
+
+  const counts = (tokens: number[], V: number) => {
+    const n = new Array<number>(V).fill(0);
+    for (const t of tokens) n[t]++;
+    return n;
+  };
+
+  it('follows softmax(logits / T) over the top k: frequencies within 5 standard deviations, nothing else drawn', async () => {
+    const V = 37;
+    const logits = Float32Array.from(uniformArray(new Rng(12), V, -2, 2));
+    const draws = 3000;
+    const options = { temperature: 0.8, topK: 5, seed: 99 };
+    const n = counts(await draw(logits, draws, options), V);
+    const p = nextTokenDistribution(logits, [], samplingOptions({ temperature: 0.8, topK: 5 }));
+    for (let i = 0; i < V; i++) {
+      if (p[i] === 0) expect(n[i], `token ${i} is outside the top 5`).toBe(0);
+      else expect(Math.abs(n[i] - draws * p[i]), `token ${i}: ${n[i]} draws, expected ${draws * p[i]}`).toBeLessThan(5 * Math.sqrt(draws * p[i] * (1 - p[i])) + 1);
+    }
+  });
+
+  it('keeps every token tied with the k-th, finds the k-th exactly among 1000, and keeps all with top-k 0', async () => {
+    // Three tokens tie for second place: top-k 2 keeps four. A high temperature makes the kept ones near-uniform.
+    const tied = new Float32Array(10).fill(-1);
+    tied[7] = 3;
+    for (const i of [2, 4, 9]) tied[i] = 1.5;
+    expect(new Set(await draw(tied, 400, { temperature: 1000, topK: 2, seed: 1 }))).toEqual(new Set([7, 2, 4, 9]));
+
+    const V = 1000;
+    const logits = Float32Array.from(uniformArray(new Rng(5), V, -30, 30));
+    const top50 = new Set(Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, 50));
+    expect(new Set(await draw(logits, 2000, { temperature: 1e6, topK: 50, seed: 2 }))).toEqual(top50);
+
+    expect(new Set(await draw(Float32Array.from(uniformArray(new Rng(6), 10)), 400, { temperature: 100, topK: 0, seed: 3 })).size).toBe(10);
+  });
+
+  it('a tiny temperature is the argmax; the same seed repeats its draws and another seed does not', async () => {
+    const logits = Float32Array.from(uniformArray(new Rng(8), 300, -1, 1));
+    let argmax = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[argmax]) argmax = i;
+    expect(new Set(await draw(logits, 50, { temperature: 1e-6, topK: 0, seed: 4 }))).toEqual(new Set([argmax]));
+    const again = (seed: number) => draw(logits, 64, { temperature: 1, topK: 0, seed });
+    const first = await again(10);
+    expect(await again(10)).toEqual(first);
+    expect(await again(11)).not.toEqual(first);
+  });
+
+  it('checks its settings', () => {
+    expect(() => sampleUniforms(10, { temperature: 0, topK: 5, seed: 1 })).toThrow(/temperature/);
+    expect(() => sampleUniforms(10, { temperature: 1, topK: -1, seed: 1 })).toThrow(/topK/);
+    expect(sampleUniforms(10, { temperature: 2, topK: 50, seed: 1 })).toMatchObject({ V: 10, topK: 10, invTemperature: 0.5 });
   });
 });

@@ -1048,3 +1048,25 @@ export const decodeAttention = defineKernel({
   overrides: { WG: 256, MAX_T: 1024, HS4_MAX: 16 },
 });
 // (end of fast decode)
+
+// ---- fast decode sampling ----------------------------------------------------------------------------------------
+import decodeSampleSource from './decode_sample.wgsl?raw';
+
+/** A token drawn on the GPU: top-k (radix select) and temperature, Gumbel-max; decode_select's bookkeeping. */
+export const decodeSample = defineKernel({
+  name: 'decode_sample',
+  source: decodeSampleSource,
+  bindings: [
+    { name: 'logits', access: 'read' },
+    { name: 'state', access: 'read_write' },
+    { name: 'tokens', access: 'read_write' },
+  ],
+  uniforms: [
+    { name: 'V', type: 'u32' },
+    { name: 'topK', type: 'u32' },
+    { name: 'invTemperature', type: 'f32' },
+    { name: 'seed', type: 'u32' },
+  ],
+  overrides: { WG: 256 },
+});
+// (end of fast decode sampling)

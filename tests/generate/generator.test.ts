@@ -326,7 +326,8 @@ describe('Generator', () => {
   });
 
   it('binds once: a generation creates no bind group or pipeline, and submits once per token', async () => {
-    const options = { maxNewTokens: 7, stopAtEndOfText: false, seed: 1 };
+    // Top-p sampling reads the logits back for every token (sampling on the GPU has no top-p).
+    const options = { maxNewTokens: 7, stopAtEndOfText: false, seed: 1, topP: 0.9 };
     await generator.generate(prompt, options); // the prompt's pass size is bound by now
     const prepare = vi.spyOn(gpu, 'prepare');
     const pipeline = vi.spyOn(gpu, 'pipeline');
@@ -373,6 +374,29 @@ describe('Generator', () => {
     expect(stopped.stopReason).toBe('stop-string');
     expect(full.text.startsWith(stopped.text)).toBe(true);
     expect(stopped.ids.length).toBeLessThan(12);
+  });
+
+  it('sampling without top-p draws its tokens on the GPU in chunks: reproducible, seed-dependent, within the top k', async () => {
+    const sample = { temperature: 1.3, topK: 3, maxNewTokens: 15, stopAtEndOfText: false };
+    await generator.generate(prompt, { ...sample, seed: 5 }); // binds the sampler
+    const submit = vi.spyOn(gpu, 'submit');
+    let first: GenerationResult;
+    try {
+      first = await generator.generate(prompt, { ...sample, seed: 5 });
+      expect(submit).toHaveBeenCalledTimes(4); // prefill (token 1), then 2, 4 and 8 tokens
+    } finally {
+      vi.restoreAllMocks();
+    }
+    expect((await generator.generate(prompt, { ...sample, seed: 5 })).ids).toEqual(first.ids);
+    expect((await generator.generate(prompt, { ...sample, seed: 6 })).ids).not.toEqual(first.ids);
+    // Every token drawn is among the 3 likeliest after its prefix (by the float64 model; ties are unlikely here).
+    const sequence = [...prompt];
+    for (const token of first.ids) {
+      const logits = referenceLastLogits(sequence, 1, true);
+      const top3 = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, 3);
+      expect(top3).toContain(token);
+      sequence.push(token);
+    }
   });
 
   it('one generation at a time per generator', async () => {

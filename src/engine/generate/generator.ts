@@ -2,8 +2,9 @@
 // the prompt (in chunks) writes every layer's K and V into a cache, then each generated token is one pass over a
 // single position that appends its K/V and attends over everything cached. `Generator` drives it: it samples each
 // next token on the CPU (sampling.ts) from the one row of logits read back per token, stops at end-of-text, a stop
-// string, a token limit or a full context, and streams the text as it grows; plain greedy decoding instead lets the
-// GPU choose the tokens, a chunk of them per submit (Gpt2Decoder.greedy), and reads back only their ids.
+// string, a token limit or a full context, and streams the text as it grows. Greedy decoding, and sampling with
+// temperature and top-k only (no top-p, no repetition penalty), instead let the GPU choose the tokens, a chunk of them
+// per submit (Gpt2Decoder.greedy / sample), and read back only their ids.
 //
 // The token step of a single sequence runs on the fused kernels of ops/decode-step.ts (five dispatches per block:
 // layernorms, biases, LoRA, GELU and residual adds fused into the linear layers, the KV append into attention), its
@@ -34,9 +35,12 @@ import {
   decodeHead,
   decodeHeadGroups,
   decodeLinear,
+  decodeSample,
   decodeSelect,
   decodeStepSupport,
+  sampleUniforms,
   type DecodeEpilogue,
+  type GpuSampling,
 } from '../ops/decode-step.ts';
 import { embeddingForward } from '../ops/embedding.ts';
 import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
@@ -134,6 +138,9 @@ export class Gpt2Decoder {
   /** The fused step's dispatches, base model and with the adapter, bound on first use. */
   private readonly fastPasses = new Map<boolean, Promise<Dispatch[]>>();
   private readonly fastBuilt: Dispatch[][] = [];
+  /** decode_sample, bound on the first sample() and re-set per call. */
+  private sampler: Promise<Dispatch> | undefined;
+  private samplerBuilt: Dispatch | undefined;
   private readback: GPUBuffer | undefined;
   private tokenReadback: GPUBuffer | undefined;
   private cached = 0;
@@ -593,28 +600,46 @@ export class Gpt2Decoder {
     return this.readLogits();
   }
 
-  /** Whether greedy() runs its steps on the GPU in one submit (else it steps and reads logits per token). */
+  /** Whether greedy() and sample() run their steps on the GPU in one submit (the fused step: else greedy() steps and
+   * reads logits per token, and sample() is unavailable). */
   get greedyOnGpu(): boolean {
     return this.fastStepUnavailable === null;
+  }
+
+  /** The checks of a chunk of `count` steps from the next position, feeding `token` first. */
+  private checkChunk(token: number, count: number, what: string): void {
+    this.checkUsable();
+    if (this.B !== 1) throw new RangeError(`${what}: the decoder holds more than one sequence; use step()`);
+    if (this.cached === 0) throw new Error(`${what}: prefill a prompt first`);
+    if (!Number.isSafeInteger(count) || count < 1 || count > MAX_GREEDY_CHUNK) {
+      throw new RangeError(`${what}: count must be 1..${MAX_GREEDY_CHUNK}, got ${count}`);
+    }
+    if (this.cached + count > this.maxT) {
+      throw new RangeError(`${what}: ${count} steps from position ${this.cached} overrun the context of ${this.maxT}`);
+    }
+    this.checkIds([token], what);
+  }
+
+  /** `count` fused steps (`step`: the pass with its choosing kernel last) in one submit; the tokens chosen. */
+  private async chooseOnGpu(token: number, count: number, step: readonly Dispatch[], label: string): Promise<number[]> {
+    this.gpu.writeU32(this.t('stepState'), [token, this.cached, 0, 0]);
+    const tokens = this.t('stepTokens');
+    const readback = this.tokenReadback!;
+    this.gpu.submit(Array.from({ length: count }, () => step), label, {
+      after: (encoder) => encoder.copyBufferToBuffer(tokens.buffer, tokens.offset, readback, 0, count * 4),
+    });
+    this.cached += count;
+    return Array.from(new Uint32Array(await this.readBack(readback, count * 4)));
   }
 
   /**
    * Greedy decoding of one sequence: feeds `token` at the next position, then each token chosen (the likeliest,
    * the lowest id on ties), `count` times (1..MAX_GREEDY_CHUNK, within the context), and returns the `count` tokens
-   * chosen. The last one is not fed: pass it to the next step() or greedy(). With the fused step all of it is one
-   * submit and one small readback; otherwise one step() and an argmax per token.
+   * chosen. The last one is not fed: pass it to the next step(), greedy() or sample(). With the fused step all of it
+   * is one submit and one small readback; otherwise one step() and an argmax per token.
    */
   async greedy(token: number, count: number): Promise<number[]> {
-    this.checkUsable();
-    if (this.B !== 1) throw new RangeError('greedy: the decoder holds more than one sequence; use step()');
-    if (this.cached === 0) throw new Error('greedy: prefill a prompt first');
-    if (!Number.isSafeInteger(count) || count < 1 || count > MAX_GREEDY_CHUNK) {
-      throw new RangeError(`greedy: count must be 1..${MAX_GREEDY_CHUNK}, got ${count}`);
-    }
-    if (this.cached + count > this.maxT) {
-      throw new RangeError(`greedy: ${count} steps from position ${this.cached} overrun the context of ${this.maxT}`);
-    }
-    this.checkIds([token], 'greedy');
+    this.checkChunk(token, count, 'greedy');
     if (this.fastStepUnavailable !== null) {
       const chosen: number[] = [];
       let next = token;
@@ -626,14 +651,34 @@ export class Gpt2Decoder {
     }
     const pass = await this.fastPass(this.adapterOn);
     this.checkUsable();
-    this.gpu.writeU32(this.t('stepState'), [token, this.cached, 0, 0]);
-    const tokens = this.t('stepTokens');
-    const readback = this.tokenReadback!;
-    this.gpu.submit(Array.from({ length: count }, () => pass), 'decode.greedy', {
-      after: (encoder) => encoder.copyBufferToBuffer(tokens.buffer, tokens.offset, readback, 0, count * 4),
+    return this.chooseOnGpu(token, count, pass, 'decode.greedy');
+  }
+
+  /**
+   * As greedy(), but each token is drawn on the GPU (ops/decode-step.ts decodeSample: softmax(logits / temperature)
+   * over the top-k, Gumbel-max from a hash of the seed and the position): the same seed, prompt and model give the
+   * same tokens. Needs the fused step (greedyOnGpu); top-p and the repetition penalty are the CPU sampler's.
+   */
+  async sample(token: number, count: number, sampling: GpuSampling): Promise<number[]> {
+    this.checkChunk(token, count, 'sample');
+    if (this.fastStepUnavailable !== null) throw new Error(`sample: the fused step is unavailable (${this.fastStepUnavailable})`);
+    const uniforms = sampleUniforms(this.config.vocabSize, sampling);
+    const pass = await this.fastPass(this.adapterOn);
+    this.sampler ??= decodeSample(
+      this.gpu,
+      { logits: this.t('logits'), state: this.t('stepState'), tokens: this.t('stepTokens') },
+      this.config.vocabSize,
+      sampling,
+    ).then((d) => {
+      if (this.destroyed) d.release();
+      else this.samplerBuilt = d;
+      return d;
     });
-    this.cached += count;
-    return Array.from(new Uint32Array(await this.readBack(readback, count * 4)));
+    const sampler = await this.sampler;
+    this.checkUsable();
+    sampler.setUniforms(uniforms);
+    // The fused pass ends with its greedy choice; the draw takes its place.
+    return this.chooseOnGpu(token, count, [...pass.slice(0, -1), sampler], 'decode.sample');
   }
 
   /** Gives every buffer and uniform back to the pool. The model and adapter are not touched. */
@@ -648,6 +693,9 @@ export class Gpt2Decoder {
     for (const pass of this.fastBuilt) pass.forEach((d) => d.release());
     this.fastBuilt.length = 0;
     this.fastPasses.clear();
+    this.samplerBuilt?.release();
+    this.samplerBuilt = undefined;
+    this.sampler = undefined;
     for (const t of [...this.tensors.values(), ...this.caches]) this.gpu.free(t);
     this.tensors.clear();
     this.caches.length = 0;
@@ -786,10 +834,13 @@ export class Generator {
     };
     if (signal?.aborted) return finish('aborted', '');
 
-    // Plain greedy decoding runs its steps on the GPU in chunks (decoder.greedy: one submit, a few bytes read back),
-    // 2, 4, … up to MAX_GREEDY_CHUNK tokens, so the first words stream at once and the rest at full speed. Tokens a
-    // chunk makes past a stop are dropped (the next generation prefills anew). Sampling reads logits per token.
-    const chunked = decoder.greedyOnGpu && isGreedy(options) && options.repetitionPenalty === 1;
+    // With the fused step, greedy decoding and sampling without top-p or a repetition penalty choose their tokens on
+    // the GPU in chunks (decoder.greedy / sample: one submit, a few bytes read back), 2, 4, … up to
+    // MAX_GREEDY_CHUNK tokens, so the first words stream at once and the rest at full speed. Tokens a chunk makes past
+    // a stop are dropped (the next generation prefills anew). Otherwise the logits come back for every token.
+    const greedy = isGreedy(options);
+    const chunked = decoder.greedyOnGpu && options.repetitionPenalty === 1 && (greedy || options.topP === 1);
+    const gpuSampling = { temperature: options.temperature, topK: options.topK, seed: options.seed };
     let chunk = 1;
     const logits = await decoder.prefill(promptIds, { useAdapter });
     // Each token with the cache's length once it was chosen: the prompt, then one more per token fed before it.
@@ -816,7 +867,7 @@ export class Generator {
       const from = decoder.position;
       if (chunked) {
         chunk = Math.min(2 * chunk, MAX_GREEDY_CHUNK, decoder.maxT - from, criteria.maxNewTokens - sampled);
-        const tokens = await decoder.greedy(last, chunk);
+        const tokens = greedy ? await decoder.greedy(last, chunk) : await decoder.sample(last, chunk, gpuSampling);
         pending = tokens.map((token, i) => ({ token, cached: from + i + 1 }));
       } else {
         const next = await decoder.step([last]);

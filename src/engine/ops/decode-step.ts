@@ -17,6 +17,7 @@ import {
   decodeHeadF16W as decodeHeadF16WKernel,
   decodeLinear as decodeLinearKernel,
   decodeLinearF16W as decodeLinearF16WKernel,
+  decodeSample as decodeSampleKernel,
   decodeSelect as decodeSelectKernel,
 } from '../../kernels/registry.ts';
 import type { F16Weights } from './matmul-f16.ts';
@@ -207,6 +208,44 @@ export async function decodeSelect(
   return gpu.prepare(decodeSelectKernel, {
     bindings: t,
     uniforms: { groups },
+    overrides: { WG: SELECT_WG },
+    workgroups: [1, 1],
+  });
+}
+
+/** How decode_sample draws: temperature > 0, top-k (0: every token), the seed of its hash stream. */
+export interface GpuSampling {
+  temperature: number;
+  topK: number;
+  seed: number;
+}
+
+/** The uniforms of a decodeSample dispatch for `sampling` (set them with Dispatch.setUniforms before a submit). */
+export function sampleUniforms(V: number, { temperature, topK, seed }: GpuSampling): Record<string, number> {
+  if (!(temperature > 0 && Number.isFinite(temperature))) throw new RangeError(`decodeSample: temperature must be positive, got ${temperature}`);
+  if (!Number.isSafeInteger(topK) || topK < 0) throw new RangeError(`decodeSample: topK must be a whole number ≥ 0, got ${topK}`);
+  if (!Number.isSafeInteger(seed)) throw new RangeError(`decodeSample: seed must be a whole number, got ${seed}`);
+  // The seed's high and low words folded into one u32 (seeds beyond 2^32 still differ from their low word alone).
+  const folded = (seed % 2 ** 32 ^ Math.floor(seed / 2 ** 32) * 0x9e3779b1) >>> 0;
+  return { V, topK: Math.min(topK, V), invTemperature: 1 / temperature, seed: folded };
+}
+
+/**
+ * A token drawn from softmax(logits / T) over the top-k logits (ties with the k-th kept), on the GPU; then as
+ * decodeSelect: state[0] = it, tokens[state[2]] = it, state advanced. Bound with `sampling`; change it later with
+ * setUniforms(sampleUniforms(V, …)).
+ */
+export async function decodeSample(
+  gpu: GpuContext,
+  t: { logits: GpuTensor; state: GpuTensor; tokens: GpuTensor },
+  V: number,
+  sampling: GpuSampling,
+): Promise<Dispatch> {
+  requireLength('decodeSample', t.logits, V, 'logits (V)');
+  requireLength('decodeSample', t.state, DECODE_STATE_LENGTH, 'state');
+  return gpu.prepare(decodeSampleKernel, {
+    bindings: t,
+    uniforms: sampleUniforms(V, sampling),
     overrides: { WG: SELECT_WG },
     workgroups: [1, 1],
   });
