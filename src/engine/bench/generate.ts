@@ -90,11 +90,13 @@ export async function benchGenerate(
     const measuredPrefill = median(prefillMs.slice(counts.warmup));
     // The fused step against the general pass on this device: the same prompt and tokens, the largest logit gap.
     let fusedVsGeneral: number | null = null;
+    let generalDispatches: number | null = null;
     if (decoder.fastStepUnavailable === null) {
       const general = await Gpt2Decoder.create(gpu, gpt2, { adapter: parts.adapter, batchSize: 1, fastStep: false });
       try {
         let a = await decoder.prefill(prompt, { useAdapter: true });
         let b = await general.prefill(prompt, { useAdapter: true });
+        generalDispatches = await general.dispatchesPerToken();
         fusedVsGeneral = 0;
         for (let i = 0; i < 8; i++) {
           for (let v = 0; v < a.length; v++) fusedVsGeneral = Math.max(fusedVsGeneral, Math.abs(a[v] - b[v]));
@@ -136,6 +138,8 @@ export async function benchGenerate(
         per_token: perToken,
         // Largest |logit| difference, fused step vs general pass, over a prefill and 8 steps (null: no fused step).
         fused_vs_general_max_abs: fusedVsGeneral,
+        dispatches_per_token: await decoder.dispatchesPerToken(),
+        general_pass_dispatches_per_token: generalDispatches,
         fused_step: decoder.fastStepUnavailable === null,
         includes: perToken
           ? 'prefill + greedy decode with the KV cache, one submit and logits readback per token, argmax on the CPU'

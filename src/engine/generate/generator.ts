@@ -600,6 +600,13 @@ export class Gpt2Decoder {
     return this.readLogits();
   }
 
+  /** Dispatches one token step records with the current adapter setting (the fused pass, or the general one + head). */
+  async dispatchesPerToken(): Promise<number> {
+    if (this.fastStepUnavailable === null) return (await this.fastPass(this.adapterOn)).length;
+    const pass = await this.pass(1);
+    return (this.adapterOn ? pass.withAdapter : pass.base).length + this.head.length;
+  }
+
   /** Whether greedy() and sample() run their steps on the GPU in one submit (the fused step: else greedy() steps and
    * reads logits per token, and sample() is unavailable). */
   get greedyOnGpu(): boolean {
