@@ -199,8 +199,9 @@ describe('tunelab bench', () => {
     expect(r.ms_per_token).toBeGreaterThan(0);
     // Width 16, 2 heads: the fused step takes it, and the tokens are chosen on the GPU in chunks.
     expect(r).toMatchObject({ per_token: false, fused_step: true });
-    // 1 layer with LoRA on c_attn: embedding + 5 + head + choice = 8 against 1 + 13 + ln_f + classifier = 16.
-    expect(r).toMatchObject({ dispatches_per_token: 8, general_pass_dispatches_per_token: 16 });
+    // 1 layer with LoRA on c_attn: embedding + 5 + head + choice = 8, against the general pass's embedding, ln_1,
+    // c_attn + 2 LoRA, KV write, attention, c_proj, residual + ln_2, c_fc + GELU, c_proj, residual, ln_f, classifier.
+    expect(r).toMatchObject({ dispatches_per_token: 8, general_pass_dispatches_per_token: 14 });
     const [perToken] = await records(['generate', '--layers', '1', '--width', '16', '--heads', '2', '--vocab', '37', '--positions', '16', '--prompt', '3', '--new-tokens', '4', '--iters', '1', '--warmup', '0', '--per-token']);
     expect(perToken).toMatchObject({ per_token: true, new_tokens: 4 });
   }, 300_000);

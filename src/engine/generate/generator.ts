@@ -47,9 +47,10 @@ import { embeddingForwardF16W } from '../ops/embedding-f16.ts';
 import { geluForward } from '../ops/gelu.ts';
 import { layernormForward } from '../ops/layernorm.ts';
 import { loraForward } from '../ops/lora.ts';
-import { matmulBackwardInput, matmulForward, type MatmulTiles } from '../ops/matmul.ts';
+import { matmulBackwardInput, matmulForward, type MatmulEpilogue, type MatmulTiles } from '../ops/matmul.ts';
 import { matmulBackwardInputF16W, matmulForwardF16W } from '../ops/matmul-f16.ts';
 import { residualForward } from '../ops/residual.ts';
+import { residualLayernormForward } from '../ops/residual-layernorm.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { Gpt2Model } from '../model/gpt2.ts';
 import type { LoraAdapter } from '../model/lora.ts';
@@ -313,9 +314,10 @@ export class Gpt2Decoder {
   }
 
   /**
-   * The blocks over Tq new positions per sequence: embedding; per layer ln_1, c_attn (+LoRA), K/V into the cache,
-   * attention over the cache, attn.c_proj (+LoRA), residual, ln_2, c_fc (+LoRA), gelu, mlp.c_proj (+LoRA), residual.
-   * The final residual stream is left in `residual` (B·Tq, C).
+   * The blocks over Tq new positions per sequence: embedding, block 0's ln_1; per layer c_attn (+LoRA), K/V into the
+   * cache, attention over the cache, attn.c_proj (+LoRA), residual + ln_2 (one dispatch), c_fc (+LoRA) with its GELU
+   * (fused into the matmul unless LoRA adapts c_fc), mlp.c_proj (+LoRA), residual + the next block's ln_1 (one
+   * dispatch; the last block's residual alone). The final residual stream is left in `residual` (B·Tq, C).
    */
   private async buildPass(Tq: number): Promise<DecodePass> {
     const { gpu, B, config, adapter } = this;
@@ -329,15 +331,19 @@ export class Gpt2Decoder {
     const t = (name: string) => this.t(name);
     const sites = new Map(adapter?.sites.map((site) => [`${site.layer}.${site.module}`, site]) ?? []);
 
-    /** out (M,N) = inp·W + b, then the adapter's scale·(inp·Aᵀ)·Bᵀ when the module is adapted. */
-    const linear = async (l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor) => {
+    /**
+     * out (M,N) = inp·W + b, then the adapter's scale·(inp·Aᵀ)·Bᵀ when the module is adapted; with `activated`, also
+     * activated = gelu(out), fused into the matmul's store unless the adapter adds to out after it.
+     */
+    const linear = async (l: number, module: LinearModule, inp: GpuTensor, out: GpuTensor, activated?: GpuTensor) => {
       const [K, N] = linearShape(config, module);
       const bias = this.model.tensor(`h.${l}.${module}.bias`);
+      const site = sites.get(`${l}.${module}`);
+      const epilogue: MatmulEpilogue | undefined = activated && !(site && adapter) ? { kind: 'gelu', activated } : undefined;
       // A model with frozenWeights 'f16' keeps this weight only packed (same tiles: few rows take its rows kernel too).
       const packed = this.model.f16Weight(`h.${l}.${module}.weight`);
-      if (packed) all.push(await matmulForwardF16W(gpu, { out, inp, weight: packed, bias }, { M, N, K }, tiles));
-      else all.push(await matmulForward(gpu, { out, inp, weight: this.model.tensor(`h.${l}.${module}.weight`), bias }, { M, N, K }, tiles));
-      const site = sites.get(`${l}.${module}`);
+      if (packed) all.push(await matmulForwardF16W(gpu, { out, inp, weight: packed, bias, epilogue }, { M, N, K }, tiles));
+      else all.push(await matmulForward(gpu, { out, inp, weight: this.model.tensor(`h.${l}.${module}.weight`), bias, epilogue }, { M, N, K }, tiles));
       if (site && adapter) {
         const lora = await loraForward(
           gpu,
@@ -349,6 +355,7 @@ export class Gpt2Decoder {
           all.push(d);
           fromAdapter.add(d);
         }
+        if (activated) all.push(await geluForward(gpu, { out: activated, inp: out }, { n: M * N }));
       }
     };
 
@@ -357,16 +364,18 @@ export class Gpt2Decoder {
       const packedWte = this.model.f16Weight('wte.weight'); // a frozen wte kept only as f16 (frozenWeights 'f16')
       if (packedWte) all.push(await embeddingForwardF16W(gpu, { ...embedding, wte: packedWte }, { B, T: Tq, C, V }));
       else all.push(await embeddingForward(gpu, { ...embedding, wte: this.model.tensor('wte.weight') }, { B, T: Tq, C, V }));
+      /** ln (M,C) and its statistics, with block l's ln_1 or ln_2. */
+      const lnOf = (l: number, ln: 'ln_1' | 'ln_2') => ({
+        out: t('ln'),
+        mean: t('lnMean'),
+        rstd: t('lnRstd'),
+        weight: this.model.tensor(`h.${l}.${ln}.weight`),
+        bias: this.model.tensor(`h.${l}.${ln}.bias`),
+      });
+      const lnShape = { N: M, C, eps };
+      // Block 0's ln_1 reads the embedding; every later LayerNorm is fused with the residual add that feeds it.
+      all.push(await layernormForward(gpu, { ...lnOf(0, 'ln_1'), inp: t('residual') }, lnShape));
       for (let l = 0; l < config.nLayer; l++) {
-        const w = (name: string) => this.model.tensor(`h.${l}.${name}`);
-        /** ln (M,C) = LayerNorm of inp with h.l's ln_1 or ln_2. */
-        const layernorm = (inp: GpuTensor, ln: 'ln_1' | 'ln_2') =>
-          layernormForward(
-            gpu,
-            { out: t('ln'), mean: t('lnMean'), rstd: t('lnRstd'), inp, weight: w(`${ln}.weight`), bias: w(`${ln}.bias`) },
-            { N: M, C, eps },
-          );
-        all.push(await layernorm(t('residual'), 'ln_1'));
         await linear(l, 'attn.c_attn', t('ln'), t('qkv'));
         const write = await kvCacheWrite(gpu, { cache: this.caches[l], qkv: t('qkv') }, shape, { count: 1, offset: 0 });
         all.push(write);
@@ -374,13 +383,14 @@ export class Gpt2Decoder {
         all.push(attend);
         positioned.push(write, attend);
         await linear(l, 'attn.c_proj', t('atty'), t('proj'));
-        all.push(await residualForward(gpu, { out: t('residual2'), a: t('residual'), b: t('proj') }, M * C));
-        all.push(await layernorm(t('residual2'), 'ln_2'));
-        await linear(l, 'mlp.c_fc', t('ln'), t('fch'));
-        all.push(await geluForward(gpu, { out: t('fchGelu'), inp: t('fch') }, { n: M * 4 * C }));
+        all.push(await residualLayernormForward(gpu, { residual: t('residual2'), a: t('residual'), b: t('proj'), ...lnOf(l, 'ln_2') }, lnShape));
+        await linear(l, 'mlp.c_fc', t('ln'), t('fch'), t('fchGelu'));
         await linear(l, 'mlp.c_proj', t('fchGelu'), t('proj'));
-        // residual3 overwrites the block input, which nothing reads any more: the next block's input.
-        all.push(await residualForward(gpu, { out: t('residual'), a: t('residual2'), b: t('proj') }, M * C));
+        // residual3 overwrites the block input, which nothing reads any more: the next block's input (and its ln_1;
+        // ln_f runs in the head, over the last rows only).
+        const residual3 = { residual: t('residual'), a: t('residual2'), b: t('proj') };
+        if (l + 1 < config.nLayer) all.push(await residualLayernormForward(gpu, { ...residual3, ...lnOf(l + 1, 'ln_1') }, lnShape));
+        else all.push(await residualForward(gpu, { out: residual3.residual, a: residual3.a, b: residual3.b }, M * C));
       }
     } catch (error) {
       for (const d of all) d.release();
