@@ -16,6 +16,8 @@ import {
   decodeSample,
   decodeSelect,
   decodeStepSupport,
+  gpuSamplingUnsupported,
+  presenceBits,
   sampleUniforms,
   type DecodeEpilogue,
 } from '../src/engine/ops/decode-step.ts';
@@ -253,16 +255,24 @@ describe('decode_attention: KV append and attention over the cache', () => {
 
 describe('decode_sample: top-k and temperature, drawn on the GPU', () => {
   /** `draws` tokens drawn from `logits`, one dispatch per draw (each at the next position, so with new noise). */
-  async function draw(logits: ArrayLike<number>, draws: number, sampling: { temperature: number; topK: number; seed: number }) {
+  type Settings = { temperature: number; topK: number; seed: number; topP?: number; repetitionPenalty?: number };
+
+  /** The tokens drawn, and the presence bitmap after (it starts as `context`'s). */
+  async function drawAndMark(logits: ArrayLike<number>, draws: number, settings: Settings, context: number[] = []) {
     const V = logits.length;
+    const sampling = { topP: 1, repetitionPenalty: 1, ...settings };
     const state = gpu.uploadU32(Uint32Array.from([0, 0, 0, 0]), 'state');
     const tokens = gpu.tensor(draws, 'tokens');
-    const d = await decodeSample(gpu, { logits: gpu.upload(logits, 'logits'), state, tokens }, V, sampling);
+    const presence = gpu.uploadU32(presenceBits(V, context), 'presence');
+    const d = await decodeSample(gpu, { logits: gpu.upload(logits, 'logits'), state, tokens, presence }, V, sampling);
     gpu.submit(Array.from({ length: draws }, () => d));
-    const got = await gpu.readU32(tokens);
+    const [got, marked] = [await gpu.readU32(tokens), await gpu.readU32(presence)];
     d.release();
-    return Array.from(got);
+    return { tokens: Array.from(got), presence: marked };
   }
+
+  /** `draws` tokens drawn from `logits`, one dispatch per draw (each at the next position, so with new noise). */
+  const draw = async (logits: ArrayLike<number>, draws: number, settings: Settings) => (await drawAndMark(logits, draws, settings)).tokens;
 
   const counts = (tokens: number[], V: number) => {
     const n = new Array<number>(V).fill(0);
@@ -309,9 +319,44 @@ describe('decode_sample: top-k and temperature, drawn on the GPU', () => {
     expect(await again(11)).not.toEqual(first);
   });
 
+  it('top-p after top-k: the nucleus of sampling.ts, frequencies within 5 standard deviations', async () => {
+    const V = 300;
+    const logits = Float32Array.from(uniformArray(new Rng(13), V, -3, 3));
+    const draws = 3000;
+    const settings = { temperature: 0.9, topK: 20, topP: 0.6 };
+    const n = counts(await draw(logits, draws, { ...settings, seed: 7 }), V);
+    const p = nextTokenDistribution(logits, [], samplingOptions(settings));
+    expect(p.filter((x) => x > 0).length).toBeLessThan(20); // the cut really cuts
+    for (let i = 0; i < V; i++) {
+      if (p[i] === 0) expect(n[i], `token ${i} is outside the nucleus`).toBe(0);
+      else expect(Math.abs(n[i] - draws * p[i]), `token ${i}: ${n[i]} draws, expected ${draws * p[i]}`).toBeLessThan(5 * Math.sqrt(draws * p[i] * (1 - p[i])) + 1);
+    }
+  });
+
+  it('the repetition penalty over the context and every token drawn since, which it marks', async () => {
+    // A tiny temperature draws the best penalized score, as sampling.ts's argmax after its penalty would.
+    const logits = Float32Array.from([2, 1.9, -0.5, 1.5, -0.1, 0.3]);
+    const { tokens, presence } = await drawAndMark(logits, 3, { temperature: 1e-4, topK: 0, seed: 1, repetitionPenalty: 1.5 }, [0]);
+    // Token 0 is in the context: 2 / 1.5 = 1.33 < 1.9, so 1; then 1 is penalized too (1.27): 3 (1.5); then 0 (1.33).
+    const expected: number[] = [];
+    const context = [0];
+    for (let k = 0; k < 3; k++) {
+      const p = nextTokenDistribution(logits, context, samplingOptions({ temperature: 0, repetitionPenalty: 1.5 }));
+      expected.push(p.indexOf(1));
+      context.push(expected[k]);
+    }
+    expect(tokens).toEqual(expected);
+    expect(tokens).toEqual([1, 3, 0]);
+    expect(presence[0]).toBe(0b1011); // tokens 0, 1 and 3 marked
+  });
+
   it('checks its settings', () => {
-    expect(() => sampleUniforms(10, { temperature: 0, topK: 5, seed: 1 })).toThrow(/temperature/);
-    expect(() => sampleUniforms(10, { temperature: 1, topK: -1, seed: 1 })).toThrow(/topK/);
-    expect(sampleUniforms(10, { temperature: 2, topK: 50, seed: 1 })).toMatchObject({ V: 10, topK: 10, invTemperature: 0.5 });
+    const base = { temperature: 1, topK: 5, topP: 1, repetitionPenalty: 1, seed: 1 };
+    expect(() => sampleUniforms(10, { ...base, temperature: 0 })).toThrow(/temperature/);
+    expect(() => sampleUniforms(10, { ...base, topK: -1 })).toThrow(/topK/);
+    expect(() => sampleUniforms(10, { ...base, topK: 0, topP: 0.9 })).toThrow(/top-k of 1\.\.256/);
+    expect(() => sampleUniforms(10, { ...base, repetitionPenalty: 0 })).toThrow(/repetitionPenalty/);
+    expect(sampleUniforms(10, { ...base, temperature: 2, topK: 50 })).toMatchObject({ V: 10, topK: 10, invTemperature: 0.5 });
+    expect(gpuSamplingUnsupported({ temperature: 0.7, topK: 50, topP: 0.95 })).toBeNull(); // the playground's defaults
   });
 });

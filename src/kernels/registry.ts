@@ -1052,7 +1052,7 @@ export const decodeAttention = defineKernel({
 // ---- fast decode sampling ----------------------------------------------------------------------------------------
 import decodeSampleSource from './decode_sample.wgsl?raw';
 
-/** A token drawn on the GPU: top-k (radix select) and temperature, Gumbel-max; decode_select's bookkeeping. */
+/** A token drawn on the GPU: repetition penalty, temperature, top-k (radix select), top-p (bitonic sort), Gumbel-max. */
 export const decodeSample = defineKernel({
   name: 'decode_sample',
   source: decodeSampleSource,
@@ -1060,12 +1060,15 @@ export const decodeSample = defineKernel({
     { name: 'logits', access: 'read' },
     { name: 'state', access: 'read_write' },
     { name: 'tokens', access: 'read_write' },
+    { name: 'presence', access: 'read_write' },
   ],
   uniforms: [
     { name: 'V', type: 'u32' },
     { name: 'topK', type: 'u32' },
     { name: 'invTemperature', type: 'f32' },
     { name: 'seed', type: 'u32' },
+    { name: 'topP', type: 'f32' },
+    { name: 'penalty', type: 'f32' },
   ],
   overrides: { WG: 256 },
 });

@@ -2,9 +2,9 @@
 // the prompt (in chunks) writes every layer's K and V into a cache, then each generated token is one pass over a
 // single position that appends its K/V and attends over everything cached. `Generator` drives it: it samples each
 // next token on the CPU (sampling.ts) from the one row of logits read back per token, stops at end-of-text, a stop
-// string, a token limit or a full context, and streams the text as it grows. Greedy decoding, and sampling with
-// temperature and top-k only (no top-p, no repetition penalty), instead let the GPU choose the tokens, a chunk of them
-// per submit (Gpt2Decoder.greedy / sample), and read back only their ids.
+// string, a token limit or a full context, and streams the text as it grows. With the fused step, greedy decoding and
+// sampling (the same penalty, temperature, top-k and top-p; top-p only after a top-k ≤ 256) instead let the GPU
+// choose the tokens, a chunk of them per submit (Gpt2Decoder.greedy / sample), and read back only their ids.
 //
 // The token step of a single sequence runs on the fused kernels of ops/decode-step.ts (five dispatches per block:
 // layernorms, biases, LoRA, GELU and residual adds fused into the linear layers, the KV append into attention), its
@@ -38,6 +38,9 @@ import {
   decodeSample,
   decodeSelect,
   decodeStepSupport,
+  gpuSamplingUnsupported,
+  presenceBits,
+  presenceLength,
   sampleUniforms,
   type DecodeEpilogue,
   type GpuSampling,
@@ -199,7 +202,12 @@ export class Gpt2Decoder {
     ];
     if (adapter) sizes.push(['loraU', rows * adapter.config.rank]);
     if (this.fastStepUnavailable === null) {
-      sizes.push(['stepState', DECODE_STATE_LENGTH], ['stepTokens', MAX_GREEDY_CHUNK], ['stepBest', 2 * decodeHeadGroups(V)]);
+      sizes.push(
+        ['stepState', DECODE_STATE_LENGTH],
+        ['stepTokens', MAX_GREEDY_CHUNK],
+        ['stepBest', 2 * decodeHeadGroups(V)],
+        ['stepPresence', presenceLength(V)],
+      );
     }
     const maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
     const cacheLength = kvCacheLength({ B: this.B, C, maxT: this.maxT });
@@ -672,28 +680,29 @@ export class Gpt2Decoder {
   }
 
   /**
-   * As greedy(), but each token is drawn on the GPU (ops/decode-step.ts decodeSample: softmax(logits / temperature)
-   * over the top-k, Gumbel-max from a hash of the seed and the position): the same seed, prompt and model give the
-   * same tokens. Needs the fused step (greedyOnGpu); top-p and the repetition penalty are the CPU sampler's.
+   * As greedy(), but each token is drawn on the GPU as sampling.ts draws it (ops/decode-step.ts decodeSample:
+   * repetition penalty over `context` and the tokens drawn since, temperature, top-k, top-p; Gumbel-max from a hash
+   * of the seed and the position): the same seed, prompt and model give the same tokens. `context` is every token
+   * so far, `token` included. Needs the fused step (greedyOnGpu) and settings gpuSamplingUnsupported accepts.
    */
-  async sample(token: number, count: number, sampling: GpuSampling): Promise<number[]> {
+  async sample(token: number, count: number, sampling: GpuSampling, context: ArrayLike<number> = [token]): Promise<number[]> {
     this.checkChunk(token, count, 'sample');
     if (this.fastStepUnavailable !== null) throw new Error(`sample: the fused step is unavailable (${this.fastStepUnavailable})`);
-    const uniforms = sampleUniforms(this.config.vocabSize, sampling);
+    const V = this.config.vocabSize;
+    const uniforms = sampleUniforms(V, sampling);
     const pass = await this.fastPass(this.adapterOn);
-    this.sampler ??= decodeSample(
-      this.gpu,
-      { logits: this.t('logits'), state: this.t('stepState'), tokens: this.t('stepTokens') },
-      this.config.vocabSize,
-      sampling,
-    ).then((d) => {
-      if (this.destroyed) d.release();
-      else this.samplerBuilt = d;
-      return d;
-    });
+    const t = (name: string) => this.t(name);
+    this.sampler ??= decodeSample(this.gpu, { logits: t('logits'), state: t('stepState'), tokens: t('stepTokens'), presence: t('stepPresence') }, V, sampling).then(
+      (d) => {
+        if (this.destroyed) d.release();
+        else this.samplerBuilt = d;
+        return d;
+      },
+    );
     const sampler = await this.sampler;
     this.checkUsable();
     sampler.setUniforms(uniforms);
+    this.gpu.writeU32(t('stepPresence'), presenceBits(V, context));
     // The fused pass ends with its greedy choice; the draw takes its place.
     return this.chooseOnGpu(token, count, [...pass.slice(0, -1), sampler], 'decode.sample');
   }
@@ -851,13 +860,12 @@ export class Generator {
     };
     if (signal?.aborted) return finish('aborted', '');
 
-    // With the fused step, greedy decoding and sampling without top-p or a repetition penalty choose their tokens on
-    // the GPU in chunks (decoder.greedy / sample: one submit, a few bytes read back), 2, 4, … up to
+    // With the fused step, greedy decoding (without a repetition penalty) and sampling (top-p only after a top-k of at
+    // most 256) choose their tokens on the GPU in chunks (decoder.greedy / sample: one submit, a few bytes read back), 2, 4, … up to
     // MAX_GREEDY_CHUNK tokens, so the first words stream at once and the rest at full speed. Tokens a chunk makes past
     // a stop are dropped (the next generation prefills anew). Otherwise the logits come back for every token.
     const greedy = isGreedy(options);
-    const chunked = decoder.greedyOnGpu && options.repetitionPenalty === 1 && (greedy || options.topP === 1);
-    const gpuSampling = { temperature: options.temperature, topK: options.topK, seed: options.seed };
+    const chunked = decoder.greedyOnGpu && (greedy ? options.repetitionPenalty === 1 : gpuSamplingUnsupported(options) === null);
     let chunk = 1;
     const logits = await decoder.prefill(promptIds, { useAdapter });
     // Each token with the cache's length once it was chosen: the prompt, then one more per token fed before it.
@@ -884,7 +892,7 @@ export class Generator {
       const from = decoder.position;
       if (chunked) {
         chunk = Math.min(2 * chunk, MAX_GREEDY_CHUNK, decoder.maxT - from, criteria.maxNewTokens - sampled);
-        const tokens = greedy ? await decoder.greedy(last, chunk) : await decoder.sample(last, chunk, gpuSampling);
+        const tokens = greedy ? await decoder.greedy(last, chunk) : await decoder.sample(last, chunk, options, context);
         pending = tokens.map((token, i) => ({ token, cached: from + i + 1 }));
       } else {
         const next = await decoder.step([last]);

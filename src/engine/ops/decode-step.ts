@@ -213,36 +213,74 @@ export async function decodeSelect(
   });
 }
 
-/** How decode_sample draws: temperature > 0, top-k (0: every token), the seed of its hash stream. */
+/** How decode_sample draws, as sampling.ts's options of the same names (temperature > 0). */
 export interface GpuSampling {
   temperature: number;
+  /** 0: every token. */
   topK: number;
+  /** 1: no cut. Below 1 only with 1 ≤ topK ≤ GPU_TOP_P_MAX_K. */
+  topP: number;
+  /** 1: off. */
+  repetitionPenalty: number;
   seed: number;
 }
 
+/** The largest top-k decode_sample applies a top-p cut after (it sorts at most 512 kept tokens, ties included). */
+export const GPU_TOP_P_MAX_K = 256;
+
+/** Why decode_sample cannot draw with these settings, or null when it can. */
+export function gpuSamplingUnsupported({ temperature, topK, topP }: Pick<GpuSampling, 'temperature' | 'topK' | 'topP'>): string | null {
+  if (!(temperature > 0)) return 'greedy settings (temperature 0) choose with decode_select';
+  if (topP < 1 && !(topK >= 1 && topK <= GPU_TOP_P_MAX_K)) return `top-p on the GPU needs a top-k of 1..${GPU_TOP_P_MAX_K}`;
+  return null;
+}
+
+/** Elements (u32) of decode_sample's presence bitmap for V tokens. */
+export function presenceLength(V: number): number {
+  return Math.ceil(V / 32);
+}
+
+/** The presence bitmap of `context` (the tokens the repetition penalty applies to). */
+export function presenceBits(V: number, context: ArrayLike<number>): Uint32Array {
+  const bits = new Uint32Array(presenceLength(V));
+  for (let i = 0; i < context.length; i++) {
+    const token = context[i];
+    if (Number.isInteger(token) && token >= 0 && token < V) bits[token >>> 5] |= 1 << (token & 31);
+  }
+  return bits;
+}
+
 /** The uniforms of a decodeSample dispatch for `sampling` (set them with Dispatch.setUniforms before a submit). */
-export function sampleUniforms(V: number, { temperature, topK, seed }: GpuSampling): Record<string, number> {
+export function sampleUniforms(V: number, sampling: GpuSampling): Record<string, number> {
+  const { temperature, topK, topP, repetitionPenalty, seed } = sampling;
   if (!(temperature > 0 && Number.isFinite(temperature))) throw new RangeError(`decodeSample: temperature must be positive, got ${temperature}`);
   if (!Number.isSafeInteger(topK) || topK < 0) throw new RangeError(`decodeSample: topK must be a whole number ≥ 0, got ${topK}`);
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`decodeSample: topP must be in (0, 1], got ${topP}`);
+  if (!(repetitionPenalty > 0 && Number.isFinite(repetitionPenalty))) {
+    throw new RangeError(`decodeSample: repetitionPenalty must be positive, got ${repetitionPenalty}`);
+  }
   if (!Number.isSafeInteger(seed)) throw new RangeError(`decodeSample: seed must be a whole number, got ${seed}`);
+  const why = gpuSamplingUnsupported(sampling);
+  if (why) throw new RangeError(`decodeSample: ${why}`);
   // The seed's high and low words folded into one u32 (seeds beyond 2^32 still differ from their low word alone).
-  const folded = (seed % 2 ** 32 ^ Math.floor(seed / 2 ** 32) * 0x9e3779b1) >>> 0;
-  return { V, topK: Math.min(topK, V), invTemperature: 1 / temperature, seed: folded };
+  const folded = ((seed % 2 ** 32) ^ (Math.floor(seed / 2 ** 32) * 0x9e3779b1)) >>> 0;
+  return { V, topK: Math.min(topK, V), invTemperature: 1 / temperature, seed: folded, topP, penalty: repetitionPenalty };
 }
 
 /**
- * A token drawn from softmax(logits / T) over the top-k logits (ties with the k-th kept), on the GPU; then as
- * decodeSelect: state[0] = it, tokens[state[2]] = it, state advanced. Bound with `sampling`; change it later with
- * setUniforms(sampleUniforms(V, …)).
+ * A token drawn as sampling.ts draws it (repetition penalty over the tokens marked in `presence`, temperature, top-k
+ * with ties, top-p), on the GPU; then as decodeSelect: state[0] = it, tokens[state[2]] = it, state advanced, and
+ * the token marked in presence. Bound with `sampling`; change it later with setUniforms(sampleUniforms(V, …)).
  */
 export async function decodeSample(
   gpu: GpuContext,
-  t: { logits: GpuTensor; state: GpuTensor; tokens: GpuTensor },
+  t: { logits: GpuTensor; state: GpuTensor; tokens: GpuTensor; presence: GpuTensor },
   V: number,
   sampling: GpuSampling,
 ): Promise<Dispatch> {
   requireLength('decodeSample', t.logits, V, 'logits (V)');
   requireLength('decodeSample', t.state, DECODE_STATE_LENGTH, 'state');
+  requireLength('decodeSample', t.presence, presenceLength(V), 'presence (ceil(V/32))');
   return gpu.prepare(decodeSampleKernel, {
     bindings: t,
     uniforms: sampleUniforms(V, sampling),
