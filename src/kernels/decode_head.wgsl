@@ -27,19 +27,7 @@ override XS4: u32 = 192;    // C / 4, set by the host
 override THREADS = ROWS * LANES;
 
 var<workgroup> xs: array<vec4f, XS4>;          // ln_f(x)
-var<workgroup> scalars: array<f32, THREADS>;
-
-fn workgroup_sum(lane: u32, value: f32) -> f32 {
-  scalars[lane] = value;
-  workgroupBarrier();
-  for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
-    if (lane < stride) { scalars[lane] += scalars[lane + stride]; }
-    workgroupBarrier();
-  }
-  let total = scalars[0];
-  workgroupBarrier();
-  return total;
-}
+override SUM_THREADS = THREADS;  // lib/workgroup_sum.wgsl's tree; its sum_scratch also holds the kernel's own trees
 
 @compute @workgroup_size(LANES, ROWS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
@@ -79,20 +67,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     acc1 += dot(xs[q + LANES], w1);
   }
   if (q < C4) { acc0 += dot(xs[q], wte_quad(v, q)); }
-  scalars[lane] = acc0 + acc1;
+  sum_scratch[lane] = acc0 + acc1;
   workgroupBarrier();
   for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
-    if (lid.x < stride) { scalars[lane] += scalars[lane + stride]; }
+    if (lid.x < stride) { sum_scratch[lane] += sum_scratch[lane + stride]; }
     workgroupBarrier();
   }
-  if (lid.x == 0u && row < params.V) { logits[row] = scalars[lane]; }
+  if (lid.x == 0u && row < params.V) { logits[row] = sum_scratch[lane]; }
   if (lane == 0u) {
     // Rows in order, strict >, so the lowest index wins a tie (the CPU's argmax does the same).
-    var top = scalars[0];
+    var top = sum_scratch[0];
     var at = group * ROWS;
     for (var r = 1u; r < ROWS; r++) {
-      if (group * ROWS + r < params.V && scalars[r * LANES] > top) {
-        top = scalars[r * LANES];
+      if (group * ROWS + r < params.V && sum_scratch[r * LANES] > top) {
+        top = sum_scratch[r * LANES];
         at = group * ROWS + r;
       }
     }

@@ -43,21 +43,8 @@ override THREADS = COL_QUADS * SLICES;
 
 var<workgroup> xs: array<f32, XS_LEN>;              // x' when staged
 var<workgroup> partial: array<vec4f, THREADS>;      // (SLICES, COL_QUADS) partial sums
-var<workgroup> scalars: array<f32, THREADS>;        // layernorm and LoRA trees
+override SUM_THREADS = THREADS;  // lib/workgroup_sum.wgsl's tree; its sum_scratch also holds the kernel's own trees
 var<workgroup> lora_u: array<f32, 64>;              // u = x' · lora_aᵀ
-
-// Sum of `value` over the workgroup (every thread gets it). Uniform control flow only.
-fn workgroup_sum(lane: u32, value: f32) -> f32 {
-  scalars[lane] = value;
-  workgroupBarrier();
-  for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
-    if (lane < stride) { scalars[lane] += scalars[lane + stride]; }
-    workgroupBarrier();
-  }
-  let total = scalars[0];
-  workgroupBarrier();
-  return total;
-}
 
 fn x_at(k: u32) -> f32 {
   if (LN) { return xs[k]; }
@@ -103,13 +90,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     if (r < params.R) {
       for (var k = g; k < K; k += LORA_GROUP) { dot += x_at(k) * lora_a[r * K + k]; }
     }
-    scalars[lane] = dot;
+    sum_scratch[lane] = dot;
     workgroupBarrier();
     for (var stride = LORA_GROUP / 2u; stride > 0u; stride = stride / 2u) {
-      if (g < stride) { scalars[lane] += scalars[lane + stride]; }
+      if (g < stride) { sum_scratch[lane] += sum_scratch[lane + stride]; }
       workgroupBarrier();
     }
-    if (g == 0u && r < params.R) { lora_u[r] = scalars[lane]; }
+    if (g == 0u && r < params.R) { lora_u[r] = sum_scratch[lane]; }
     workgroupBarrier();
   }
 

@@ -15,21 +15,7 @@ struct Params { N: u32, C: u32, eps: f32 }
 // Threads per row; a power of two (the tree reduction halves it).
 override WG: u32 = 256;
 
-var<workgroup> partial: array<f32, WG>;
-
-// Sum of `value` over the workgroup; every thread gets the total. Must be called from uniform control flow.
-fn workgroup_sum(lane: u32, value: f32) -> f32 {
-  partial[lane] = value;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (lane < stride) { partial[lane] += partial[lane + stride]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  // Nobody may overwrite partial[0] for the next reduction before every thread has read it.
-  workgroupBarrier();
-  return total;
-}
+override SUM_THREADS = WG;  // lib/workgroup_sum.wgsl's tree
 
 @compute @workgroup_size(WG)
 fn main(

@@ -409,7 +409,7 @@ import layernormBackwardParamsReduceSource from './layernorm_backward_params_red
 
 export const layernormForward = defineKernel({
   name: 'layernorm_forward',
-  source: layernormForwardSource,
+  source: withWorkgroupSum(layernormForwardSource),
   bindings: [
     { name: 'inp', access: 'read' },
     { name: 'weight', access: 'read' },
@@ -883,7 +883,7 @@ export function matmulSgmatF16WGelu(tiles: { WG_SM: number; WG_SN: number; BK: n
 /** residual (N,C) = a + b, then out (N,C) = layernorm(residual) with mean (N) and rstd (N), in one dispatch. */
 export const residualLayernormForward = defineKernel({
   name: 'residual_layernorm_forward',
-  source: residualLayernormForwardSource,
+  source: withWorkgroupSum(residualLayernormForwardSource),
   bindings: [
     { name: 'a', access: 'read' },
     { name: 'b', access: 'read' },
@@ -915,6 +915,13 @@ import decodeEmbedSource from './decode_embed.wgsl?raw';
 import decodeEmbedF16WPart from './decode_embed_f16w.wgsl?raw';
 import decodeAttentionSource from './decode_attention.wgsl?raw';
 
+import workgroupSumLib from './lib/workgroup_sum.wgsl?raw';
+
+/** A kernel that declares `override SUM_THREADS`, with lib/workgroup_sum.wgsl's tree sum appended (WGSL has no #include). */
+function withWorkgroupSum(kernel: string): string {
+  return `${kernel}\n${workgroupSumLib}`;
+}
+
 /** `source` with its `// @<part> … // @end-<part>` section replaced by `replacement` (an f16 weight's reader). */
 function swapPart(source: string, part: string, replacement: string): string {
   const marked = new RegExp(`// @${part}[\\s\\S]*?// @end-${part}\\n`);
@@ -943,7 +950,7 @@ const DECODE_LINEAR_OVERRIDES = { COL_QUADS: 2, SLICES: 128, LN: 0, EPILOGUE: 0,
 
 export const decodeLinear = defineKernel({
   name: 'decode_linear',
-  source: decodeLinearSource,
+  source: withWorkgroupSum(decodeLinearSource),
   bindings: DECODE_LINEAR_BINDINGS,
   uniforms: DECODE_LINEAR_UNIFORMS,
   overrides: DECODE_LINEAR_OVERRIDES,
@@ -952,7 +959,7 @@ export const decodeLinear = defineKernel({
 /** weight: (K, N/2) u32, f16 pairs along N (ops/matmul-f16.ts `packF16`). */
 export const decodeLinearF16W = defineKernel({
   name: 'decode_linear_f16w',
-  source: swapPart(decodeLinearSource, 'weight', decodeLinearF16WPart),
+  source: withWorkgroupSum(swapPart(decodeLinearSource, 'weight', decodeLinearF16WPart)),
   bindings: DECODE_LINEAR_BINDINGS,
   uniforms: DECODE_LINEAR_UNIFORMS,
   overrides: DECODE_LINEAR_OVERRIDES,
@@ -974,7 +981,7 @@ const DECODE_HEAD_UNIFORMS = [
 
 export const decodeHead = defineKernel({
   name: 'decode_head',
-  source: decodeHeadSource,
+  source: withWorkgroupSum(decodeHeadSource),
   bindings: DECODE_HEAD_BINDINGS,
   uniforms: DECODE_HEAD_UNIFORMS,
   overrides: { ROWS: 16, LANES: 16, XS4: 192 },
@@ -983,7 +990,7 @@ export const decodeHead = defineKernel({
 /** wte: (V, C/2) u32, f16 pairs along C. */
 export const decodeHeadF16W = defineKernel({
   name: 'decode_head_f16w',
-  source: swapPart(decodeHeadSource, 'wte', decodeHeadF16WPart),
+  source: withWorkgroupSum(swapPart(decodeHeadSource, 'wte', decodeHeadF16WPart)),
   bindings: DECODE_HEAD_BINDINGS,
   uniforms: DECODE_HEAD_UNIFORMS,
   overrides: { ROWS: 16, LANES: 16, XS4: 192 },
