@@ -9,7 +9,7 @@
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TunelabError } from '../../src/engine/errors.ts';
-import { Gpt2Decoder, Generator, type GenerationResult } from '../../src/engine/generate/generator.ts';
+import { Gpt2Decoder, Generator, nextChunkSize, type GenerationResult } from '../../src/engine/generate/generator.ts';
 import { argmaxToken, nextTokenDistribution, samplingOptions } from '../../src/engine/generate/sampling.ts';
 import type { GpuContext } from '../../src/engine/gpu/context.ts';
 import { modelConfig } from '../../src/engine/model/config.ts';
@@ -210,7 +210,8 @@ describe('Generator', () => {
   };
 
   beforeAll(async () => {
-    generator = await Generator.create(gpu, model, { tokenizer, adapter });
+    // Chunks double whatever the pace (SwiftShader is slow), so the tests below can count submits.
+    generator = await Generator.create(gpu, model, { tokenizer, adapter, chunkMs: Infinity });
     baseGenerator = await Generator.create(gpu, model, { tokenizer });
   });
   afterAll(() => {
@@ -397,6 +398,32 @@ describe('Generator', () => {
       expect(p[token], `token ${token} after ${sequence.length} tokens`).toBeGreaterThan(0);
       sequence.push(token);
     }
+  });
+
+  it('a slow GPU gets smaller chunks; the tokens do not depend on the chunking', async () => {
+    expect(nextChunkSize(1, undefined, 150)).toBe(2);
+    expect(nextChunkSize(16, 1, 150)).toBe(32); // fast: doubling, capped at 32
+    expect(nextChunkSize(32, 0.5, 150)).toBe(32);
+    expect(nextChunkSize(8, 20, 150)).toBe(7); // 20 ms a token: 7 tokens a burst
+    expect(nextChunkSize(8, 400, 150)).toBe(1);
+    const paced = await Generator.create(gpu, model, { tokenizer, adapter, chunkMs: 1e-3 });
+    try {
+      for (const settings of [{ temperature: 0 }, { temperature: 0.8, topK: 5, topP: 0.9, repetitionPenalty: 1.2, seed: 3 }]) {
+        const options = { ...settings, maxNewTokens: 6, stopAtEndOfText: false };
+        const submit = vi.spyOn(gpu, 'submit');
+        let result: GenerationResult;
+        try {
+          result = await paced.generate(prompt, options);
+          expect(submit).toHaveBeenCalledTimes(5); // prefill, a chunk of 2 (no pace yet), then one token a chunk
+        } finally {
+          vi.restoreAllMocks();
+        }
+        expect(result.ids).toEqual((await generator.generate(prompt, options)).ids);
+      }
+    } finally {
+      paced.destroy();
+    }
+    await expect(Generator.create(gpu, model, { tokenizer, chunkMs: 0 })).rejects.toThrow(/chunkMs/);
   });
 
   it('one generation at a time per generator', async () => {

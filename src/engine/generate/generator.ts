@@ -774,6 +774,24 @@ export type TokenCallback = (token: number, text: string) => void;
 
 export interface GeneratorOptions extends DecoderOptions {
   tokenizer: Tokenizer;
+  /**
+   * About how long one chunk of GPU-chosen tokens may take (DEFAULT_CHUNK_MS), so that a slow GPU still streams
+   * in small bursts; Infinity lets chunks double up to MAX_GREEDY_CHUNK whatever the pace.
+   */
+  chunkMs?: number;
+}
+
+/** Default GeneratorOptions.chunkMs: a burst every ~150 ms reads as steady streaming. */
+export const DEFAULT_CHUNK_MS = 150;
+
+/**
+ * The next chunk of GPU-chosen tokens: twice the last, at most MAX_GREEDY_CHUNK, and no more than take `targetMs`
+ * at the pace measured so far (ms per token; undefined before the first chunk), but at least one.
+ */
+export function nextChunkSize(previous: number, msPerToken: number | undefined, targetMs: number): number {
+  const doubled = Math.min(2 * previous, MAX_GREEDY_CHUNK);
+  if (msPerToken === undefined || !(msPerToken > 0)) return doubled;
+  return Math.max(1, Math.min(doubled, Math.floor(targetMs / msPerToken)));
 }
 
 /** The text of `text` a stream may show now: no possible stop-string start, no unfinished UTF-8 character at the end. */
@@ -788,7 +806,11 @@ export class Generator {
   readonly tokenizer: Tokenizer;
   private busy = false;
 
-  private constructor(readonly decoder: Gpt2Decoder, tokenizer: Tokenizer) {
+  private constructor(
+    readonly decoder: Gpt2Decoder,
+    tokenizer: Tokenizer,
+    private readonly chunkMs: number,
+  ) {
     this.tokenizer = tokenizer;
   }
 
@@ -796,7 +818,9 @@ export class Generator {
     if (options.batchSize !== undefined && options.batchSize !== 1) {
       throw new RangeError('Generator decodes one sequence; use Gpt2Decoder for batches');
     }
-    return new Generator(await Gpt2Decoder.create(gpu, model, { ...options, batchSize: 1 }), options.tokenizer);
+    const chunkMs = options.chunkMs ?? DEFAULT_CHUNK_MS;
+    if (!(chunkMs > 0)) throw new RangeError(`Generator: chunkMs must be positive (Infinity: no limit), got ${chunkMs}`);
+    return new Generator(await Gpt2Decoder.create(gpu, model, { ...options, batchSize: 1 }), options.tokenizer, chunkMs);
   }
 
   get hasAdapter(): boolean {
@@ -862,11 +886,14 @@ export class Generator {
 
     // With the fused step, greedy decoding (without a repetition penalty) and sampling (top-p only after a top-k of at
     // most 256) choose their tokens on the GPU in chunks (decoder.greedy / sample: one submit, a few bytes read back), 2, 4, … up to
-    // MAX_GREEDY_CHUNK tokens, so the first words stream at once and the rest at full speed. Tokens a chunk makes past
-    // a stop are dropped (the next generation prefills anew). Otherwise the logits come back for every token.
+    // MAX_GREEDY_CHUNK tokens (fewer when the GPU is slow: nextChunkSize), so the first words stream at once and the
+    // rest at full speed. Tokens a chunk makes past a stop are dropped (the next generation prefills anew); the tokens
+    // do not depend on the chunking (greedy choices, and draws seeded by position). Otherwise the logits come back
+    // for every token.
     const greedy = isGreedy(options);
     const chunked = decoder.greedyOnGpu && (greedy ? options.repetitionPenalty === 1 : gpuSamplingUnsupported(options) === null);
     let chunk = 1;
+    let msPerToken: number | undefined;
     const logits = await decoder.prefill(promptIds, { useAdapter });
     // Each token with the cache's length once it was chosen: the prompt, then one more per token fed before it.
     let pending = [{ token: sampleNextToken(logits, context, options, rng), cached: decoder.position }];
@@ -891,8 +918,10 @@ export class Generator {
       const last = context[context.length - 1];
       const from = decoder.position;
       if (chunked) {
-        chunk = Math.min(2 * chunk, MAX_GREEDY_CHUNK, decoder.maxT - from, criteria.maxNewTokens - sampled);
+        chunk = Math.min(nextChunkSize(chunk, msPerToken, this.chunkMs), decoder.maxT - from, criteria.maxNewTokens - sampled);
+        const begin = performance.now();
         const tokens = greedy ? await decoder.greedy(last, chunk) : await decoder.sample(last, chunk, options, context);
+        msPerToken = (performance.now() - begin) / chunk;
         pending = tokens.map((token, i) => ({ token, cached: from + i + 1 }));
       } else {
         const next = await decoder.step([last]);
