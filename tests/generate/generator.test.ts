@@ -426,6 +426,42 @@ describe('Generator', () => {
     await expect(Generator.create(gpu, model, { tokenizer, chunkMs: 0 })).rejects.toThrow(/chunkMs/);
   });
 
+  it('a GPU whose compiler refuses the fused kernels still generates: general pass, or CPU sampling', async () => {
+    const realPrepare = gpu.prepare.bind(gpu);
+    const refuse = (prefix: string) =>
+      vi.spyOn(gpu, 'prepare').mockImplementation(((spec: { name: string }, args: never) =>
+        spec.name.startsWith(prefix)
+          ? Promise.reject(new TunelabError('kernel-compile', `kernel ${spec.name} failed to compile:\nfake`))
+          : realPrepare(spec as never, args)) as typeof gpu.prepare);
+    const greedy = { temperature: 0, maxNewTokens: 5, stopAtEndOfText: false };
+    refuse('decode_linear');
+    let fallback: Generator | undefined;
+    try {
+      fallback = await Generator.create(gpu, model, { tokenizer, adapter });
+    } finally {
+      vi.restoreAllMocks();
+    }
+    try {
+      expect(fallback.decoder.fastStepUnavailable).toMatch(/did not compile on this GPU \(kernel decode_linear/);
+      expect((await fallback.generate(prompt, greedy)).ids).toEqual(referenceGreedy(prompt, 5, true));
+    } finally {
+      fallback.destroy();
+    }
+
+    const sampler = await Generator.create(gpu, model, { tokenizer, adapter, chunkMs: Infinity });
+    const sample = { temperature: 0.8, topK: 5, maxNewTokens: 6, stopAtEndOfText: false, seed: 2 };
+    refuse('decode_sample');
+    const submit = vi.spyOn(gpu, 'submit');
+    try {
+      const result = await sampler.generate(prompt, sample);
+      expect(result.ids).toHaveLength(6);
+      expect(submit).toHaveBeenCalledTimes(6); // the prefill, then one step per token after the refused chunk
+    } finally {
+      vi.restoreAllMocks();
+      sampler.destroy();
+    }
+  });
+
   it('one generation at a time per generator', async () => {
     const first = generator.generate(prompt, { maxNewTokens: 3 });
     await expect(generator.generate(prompt, {})).rejects.toThrow(/already generating/);

@@ -138,7 +138,7 @@ export class Gpt2Decoder {
   private readonly built: DecodePass[] = [];
   private head: Dispatch[] = [];
   /** Why token steps take the general pass (null: the fused single-sequence step, ops/decode-step.ts). */
-  readonly fastStepUnavailable: string | null;
+  private fastStepWhyNot: string | null;
   /** The fused step's dispatches, base model and with the adapter, bound on first use. */
   private readonly fastPasses = new Map<boolean, Promise<Dispatch[]>>();
   private readonly fastBuilt: Dispatch[][] = [];
@@ -174,7 +174,7 @@ export class Gpt2Decoder {
         throw new RangeError('decoder: the adapter was made for a different model config');
       }
     }
-    this.fastStepUnavailable =
+    this.fastStepWhyNot =
       options.fastStep === false
         ? 'turned off (fastStep: false)'
         : this.B !== 1
@@ -238,13 +238,26 @@ export class Gpt2Decoder {
     const decoder = new Gpt2Decoder(gpu, model, options.adapter, options);
     try {
       decoder.head = await decoder.buildHead();
-      if (decoder.fastStepUnavailable === null) await decoder.fastPass(options.adapter !== undefined);
-      else await decoder.pass(1);
+      if (decoder.fastStepUnavailable === null) {
+        try {
+          await decoder.fastPass(options.adapter !== undefined);
+        } catch (error) {
+          // A browser whose WGSL compiler refuses the fused kernels still generates, on the general pass.
+          if (!(error instanceof TunelabError && error.code === 'kernel-compile')) throw error;
+          decoder.fastStepWhyNot = `its kernels did not compile on this GPU (${error.message.split('\n')[0]})`;
+        }
+      }
+      if (decoder.fastStepUnavailable !== null) await decoder.pass(1);
     } catch (error) {
       decoder.destroy();
       throw error;
     }
     return decoder;
+  }
+
+  /** Why token steps take the general pass (null: the fused single-sequence step, ops/decode-step.ts). */
+  get fastStepUnavailable(): string | null {
+    return this.fastStepWhyNot;
   }
 
   /** Positions cached per sequence: the prompt and the tokens stepped so far. */
@@ -891,7 +904,7 @@ export class Generator {
     // do not depend on the chunking (greedy choices, and draws seeded by position). Otherwise the logits come back
     // for every token.
     const greedy = isGreedy(options);
-    const chunked = decoder.greedyOnGpu && (greedy ? options.repetitionPenalty === 1 : gpuSamplingUnsupported(options) === null);
+    let chunked = decoder.greedyOnGpu && (greedy ? options.repetitionPenalty === 1 : gpuSamplingUnsupported(options) === null);
     let chunk = 1;
     let msPerToken: number | undefined;
     const logits = await decoder.prefill(promptIds, { useAdapter });
@@ -920,13 +933,22 @@ export class Generator {
       if (chunked) {
         chunk = Math.min(nextChunkSize(chunk, msPerToken, this.chunkMs), decoder.maxT - from, criteria.maxNewTokens - sampled);
         const begin = performance.now();
-        const tokens = greedy ? await decoder.greedy(last, chunk) : await decoder.sample(last, chunk, options, context);
-        msPerToken = (performance.now() - begin) / chunk;
-        pending = tokens.map((token, i) => ({ token, cached: from + i + 1 }));
-      } else {
-        const next = await decoder.step([last]);
-        pending = [{ token: sampleNextToken(next, context, options, rng), cached: decoder.position }];
+        let tokens: number[] | undefined;
+        try {
+          tokens = greedy ? await decoder.greedy(last, chunk) : await decoder.sample(last, chunk, options, context);
+        } catch (error) {
+          // decode_sample refused by this GPU's compiler (before anything ran): sample on the CPU from here on.
+          if (!(error instanceof TunelabError && error.code === 'kernel-compile')) throw error;
+          chunked = false;
+        }
+        if (tokens) {
+          msPerToken = (performance.now() - begin) / chunk;
+          pending = tokens.map((token, i) => ({ token, cached: from + i + 1 }));
+          continue;
+        }
       }
+      const next = await decoder.step([last]);
+      pending = [{ token: sampleNextToken(next, context, options, rng), cached: decoder.position }];
     }
   }
 
