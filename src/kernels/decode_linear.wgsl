@@ -3,6 +3,7 @@
 //   x' = LN ? layernorm(x; ln_weight, ln_bias) : x                       (K)   prologue, recomputed per workgroup
 //   y  = x' · weight + bias [+ lora_scale · (x' · lora_aᵀ) · lora_bᵀ]   (N)
 //   out = y | gelu(y) | out + y                                           (EPILOGUE 0 | 1 | 2: the residual add)
+// (registry.ts appends lib/workgroup_sum.wgsl and lib/gelu_epilogue.wgsl's gelu, gelu_forward.wgsl's arithmetic.)
 // weight (K,N) in Conv1D [in,out] layout, N a multiple of 4; lora_a (R,K), lora_b (N,R) as ops/lora.ts keeps them.
 //
 // The work is reading weight once (K·N values for 2·K·N flops), so the layout serves memory parallelism: a
@@ -49,14 +50,6 @@ var<workgroup> lora_u: array<f32, 64>;              // u = x' · lora_aᵀ
 fn x_at(k: u32) -> f32 {
   if (LN) { return xs[k]; }
   return x[k];
-}
-
-fn gelu(v: vec4f) -> vec4f {
-  let u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
-  // tanh(u) = sign(u)·(1 − e)/(1 + e), e = exp(−2|u|): no overflow for large |u|.
-  let e = exp(-2.0 * abs(u));
-  let t = sign(u) * (1.0 - e) / (1.0 + e);
-  return 0.5 * v * (1.0 + t);
 }
 
 @compute @workgroup_size(COL_QUADS, SLICES)
@@ -136,7 +129,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     }
     y = fma(vec4f(params.lora_scale), up, y);
   }
-  if (EPILOGUE == 1u) { y = gelu(y); }
+  if (EPILOGUE == 1u) { y = vec4f(gelu(y.x), gelu(y.y), gelu(y.z), gelu(y.w)); }  // gelu: lib/gelu_epilogue.wgsl
   if (EPILOGUE == 2u) { y += out[col4]; }
   out[col4] = y;
 }

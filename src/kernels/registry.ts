@@ -43,6 +43,16 @@ import matmulBackwardBiasSource from './matmul_backward_bias.wgsl?raw';
 import matmulTilesSource from './lib/matmul_tiles.wgsl?raw';
 
 /**
+ * `source` with its `// @<part> … // @end-<part>` section replaced by `replacement`: an f16 weight's reader, or a
+ * fused epilogue's store (the replacement is inserted as it is, `$` included).
+ */
+function swapPart(source: string, part: string, replacement: string): string {
+  const marked = new RegExp(`// @${part}[\\s\\S]*?// @end-${part}\\n`);
+  if (!marked.test(source)) throw new Error(`kernel source has no @${part} section`);
+  return source.replace(marked, () => replacement);
+}
+
+/**
  * WGSL has no #include, so the eight register-tiled matmul kernels (the six below and the two f16-weight ones in
  * "matmul f16 weights") are each composed here: the kernel's own file (header, Params, bindings, tile strides,
  * `reduction_length`, the operands' load jobs `fetch_a`/`stash_a`/`fetch_b`/`stash_b`, `store_chunk`) followed by
@@ -752,7 +762,7 @@ import matmulSgmatF16WSource from './matmul_sgmat_f16w.wgsl?raw';
 /** The few-rows (decoding) forward kernel reading an f16 weight: matmul_forward_rows.wgsl with its weight part swapped. */
 export const matmulForwardRowsF16W = defineKernel({
   name: 'matmul_forward_rows_f16w',
-  source: matmulForwardRowsSource.replace(/\/\/ @weight[\s\S]*?\/\/ @end-weight\n/, matmulForwardRowsF16WPart),
+  source: swapPart(matmulForwardRowsSource, 'weight', matmulForwardRowsF16WPart),
   bindings: matmulForwardBindings,
   uniforms: matmulShapeUniforms,
   overrides: { ROWS: 1, COL_THREADS: 8, DEPTH_SLICES: 32, HAS_BIAS: 0 },
@@ -844,9 +854,8 @@ function geluEpiloguePart(name: string): string {
  * binding would otherwise be declared by every forward dispatch and, when unused, need a writable stand-in buffer.
  */
 function geluVariant<B extends string, U extends string>(spec: KernelSpec<B, U>, element: 'f32' | 'vec4'): WithActivated<KernelSpec<B, U>> {
-  const marked = /\/\/ @epilogue[\s\S]*?\/\/ @end-epilogue\n/;
-  if (!marked.test(spec.source) || spec.bindings.length !== 4) throw new Error(`${spec.name} has no GELU epilogue slot`);
-  const source = spec.source.replace(marked, () => geluEpiloguePart(`store-${element}`));
+  if (spec.bindings.length !== 4) throw new Error(`${spec.name} has no GELU epilogue slot (it must have 4 bindings)`);
+  const source = swapPart(spec.source, 'epilogue', geluEpiloguePart(`store-${element}`));
   return defineKernel<B | 'activated', U>({
     name: `${spec.name}_gelu`,
     source: `${source}\n${geluEpiloguePart('gelu')}`,
@@ -922,11 +931,10 @@ function withWorkgroupSum(kernel: string): string {
   return `${kernel}\n${workgroupSumLib}`;
 }
 
-/** `source` with its `// @<part> … // @end-<part>` section replaced by `replacement` (an f16 weight's reader). */
-function swapPart(source: string, part: string, replacement: string): string {
-  const marked = new RegExp(`// @${part}[\\s\\S]*?// @end-${part}\\n`);
-  if (!marked.test(source)) throw new Error(`kernel source has no @${part} section`);
-  return source.replace(marked, replacement);
+
+/** decode_linear with the shared tree sum and GELU (lib/gelu_epilogue.wgsl's, as the training forward uses). */
+function withDecodeLinearLibs(kernel: string): string {
+  return `${withWorkgroupSum(kernel)}\n${geluEpiloguePart('gelu')}`;
 }
 
 const DECODE_LINEAR_BINDINGS = [
@@ -950,7 +958,7 @@ const DECODE_LINEAR_OVERRIDES = { COL_QUADS: 2, SLICES: 128, LN: 0, EPILOGUE: 0,
 
 export const decodeLinear = defineKernel({
   name: 'decode_linear',
-  source: withWorkgroupSum(decodeLinearSource),
+  source: withDecodeLinearLibs(decodeLinearSource),
   bindings: DECODE_LINEAR_BINDINGS,
   uniforms: DECODE_LINEAR_UNIFORMS,
   overrides: DECODE_LINEAR_OVERRIDES,
@@ -959,7 +967,7 @@ export const decodeLinear = defineKernel({
 /** weight: (K, N/2) u32, f16 pairs along N (ops/matmul-f16.ts `packF16`). */
 export const decodeLinearF16W = defineKernel({
   name: 'decode_linear_f16w',
-  source: withWorkgroupSum(swapPart(decodeLinearSource, 'weight', decodeLinearF16WPart)),
+  source: withDecodeLinearLibs(swapPart(decodeLinearSource, 'weight', decodeLinearF16WPart)),
   bindings: DECODE_LINEAR_BINDINGS,
   uniforms: DECODE_LINEAR_UNIFORMS,
   overrides: DECODE_LINEAR_OVERRIDES,

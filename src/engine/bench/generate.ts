@@ -7,6 +7,7 @@
 
 import type { GpuContext } from '../gpu/context.ts';
 import { Gpt2Decoder, MAX_GREEDY_CHUNK } from '../generate/generator.ts';
+import { argmaxToken } from '../generate/sampling.ts';
 import { Gpt2Model, type FrozenWeightStorage } from '../model/gpt2.ts';
 import { initGpt2Parameters } from '../model/init.ts';
 import { LoraAdapter, loraConfig } from '../model/lora.ts';
@@ -29,12 +30,6 @@ export interface GenerateBenchOptions {
 }
 
 export const GENERATE_DEFAULTS: Readonly<GenerateBenchOptions> = Object.freeze({ prompt: 16, newTokens: 128, perToken: false });
-
-function argmax(values: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
-}
 
 /**
  * Times `counts.iters` generations of `options.newTokens` tokens with the model of `model` (its batch, sequence and
@@ -72,9 +67,9 @@ export async function benchGenerate(
       const begin = performance.now();
       const logits = await decoder.prefill(prompt, { useAdapter: true });
       prefillMs.push(performance.now() - begin);
-      const tokens = [argmax(logits)];
+      const tokens = [argmaxToken(logits)];
       if (perToken) {
-        while (tokens.length < options.newTokens) tokens.push(argmax(await decoder.step([tokens[tokens.length - 1]])));
+        while (tokens.length < options.newTokens) tokens.push(argmaxToken(await decoder.step([tokens[tokens.length - 1]])));
       } else {
         // As the Generator decodes greedily: chunks of 2, 4, … MAX_GREEDY_CHUNK tokens chosen on the GPU.
         let chunk = 1;
@@ -100,7 +95,7 @@ export async function benchGenerate(
         fusedVsGeneral = 0;
         for (let i = 0; i < 8; i++) {
           for (let v = 0; v < a.length; v++) fusedVsGeneral = Math.max(fusedVsGeneral, Math.abs(a[v] - b[v]));
-          const token = argmax(b);
+          const token = argmaxToken(b);
           a = await decoder.step([token]);
           b = await general.step([token]);
         }
@@ -115,7 +110,7 @@ export async function benchGenerate(
       let readbackMs = 0;
       const kernels = await profileDispatches(gpu, 1024, async () => {
         const begin = performance.now();
-        logits = await decoder.step([argmax(logits)]);
+        logits = await decoder.step([argmaxToken(logits)]);
         readbackMs = performance.now() - begin;
       });
       if (kernels) profiles.push(profileRecord(gpu, 'decode-token', scaled, kernels, { frozen_weights: frozenWeights, wall_ms_profiled: round(readbackMs) }));
